@@ -1,0 +1,222 @@
+"""Exact analytic costs of an ``ArchSpec``: multiply-adds, parameters, peak activation memory.
+
+Conventions (those of the MobileNetV2 tables): MAdds count every conv and the classifier
+(one multiply-accumulate each, bias and BN not counted); SAME padding; batch size 1.
+Parameters count conv weights and the classifier's weight + bias; ``include_bn=True`` adds the
+two affine parameters of every batch norm, which is PyTorch's ``sum(p.numel())``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal, NamedTuple
+
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan, conv_out_size, final_size
+
+MemoryPolicy = Literal["bottleneck", "split", "naive"]
+MEMORY_POLICIES: tuple[str, ...] = ("bottleneck", "split", "naive")
+IMAGE_CHANNELS = 3
+STEM_KERNEL = 3
+
+
+# ---- primitives (work on ints and on numpy integer arrays alike) -----------------------------
+def conv_madds(out_size, in_channels, out_channels, kernel_size=1, groups=1):
+    """Conv MACs: H_out * W_out * (C_in / groups) * C_out * k^2."""
+    return out_size * out_size * (in_channels // groups) * out_channels * kernel_size * kernel_size
+
+
+def conv_params(in_channels, out_channels, kernel_size=1, groups=1):
+    """Conv weights (no bias: every conv is followed by batch norm)."""
+    return (in_channels // groups) * out_channels * kernel_size * kernel_size
+
+
+def block_madds(p: BlockPlan) -> int:
+    """MobileNetV2 eq. (1), per block: h*w*d'*t*(d' + k^2 + d'') with the stride applied to the
+    depthwise and projection layers; no expansion conv when t = 1."""
+    expand = conv_madds(p.in_size, p.in_channels, p.hidden) if p.hidden != p.in_channels else 0
+    return (
+        expand
+        + conv_madds(p.out_size, p.hidden, p.hidden, p.kernel_size, p.hidden)
+        + conv_madds(p.out_size, p.hidden, p.out_channels)
+    )
+
+
+def block_params(p: BlockPlan, include_bn: bool = False) -> int:
+    has_expand = p.hidden != p.in_channels
+    n = (
+        (p.in_channels * p.hidden if has_expand else 0)
+        + p.hidden * p.kernel_size * p.kernel_size
+        + p.hidden * p.out_channels
+    )
+    if include_bn:
+        n += 2 * ((p.hidden if has_expand else 0) + p.hidden + p.out_channels)
+    return n
+
+
+# ---- totals ----------------------------------------------------------------------------------
+def count_madds(spec: ArchSpec) -> int:
+    """Multiply-accumulates of one forward pass (batch 1)."""
+    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
+    size = final_size(spec)
+    total = conv_madds(stem_size, IMAGE_CHANNELS, spec.stem_channels, STEM_KERNEL)
+    for p in block_plan(spec):
+        total += block_madds(p)
+    total += conv_madds(size, spec.stages[-1].channels, spec.last_channels)
+    total += spec.last_channels * spec.num_classes
+    return total
+
+
+def count_params(spec: ArchSpec, include_bn: bool = False) -> int:
+    """Parameters; ``include_bn=False`` is the TF-slim table convention (BN folded)."""
+    total = conv_params(IMAGE_CHANNELS, spec.stem_channels, STEM_KERNEL)
+    total += conv_params(spec.stages[-1].channels, spec.last_channels)
+    total += spec.last_channels * spec.num_classes + spec.num_classes
+    if include_bn:
+        total += 2 * (spec.stem_channels + spec.last_channels)
+    for p in block_plan(spec):
+        total += block_params(p, include_bn)
+    return total
+
+
+# ---- activation memory -----------------------------------------------------------------------
+def _stem_fused(plans: tuple[BlockPlan, ...]) -> bool:
+    """Section 5 trick: the stem conv serves as the first block's expansion layer (computed in
+    chunks) when that block has no expansion conv and nothing needs the stem output whole."""
+    first = plans[0]
+    feeds_wide = len(plans) > 1 and plans[1].wide_shortcut
+    return first.hidden == first.in_channels and not first.residual and not feeds_wide
+
+
+def _head_live_sets(spec: ArchSpec) -> list[int]:
+    size = final_size(spec)
+    last_in = spec.stages[-1].channels * size * size
+    head_out = spec.last_channels * size * size
+    return [last_in + head_out, head_out + spec.last_channels, spec.last_channels + spec.num_classes]
+
+
+def _materialised_tensors(spec: ArchSpec) -> Iterator[int]:
+    """Sizes (elements) of every tensor that exists whole when each block runs as one operation."""
+    plans = block_plan(spec)
+    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
+    yield IMAGE_CHANNELS * spec.resolution * spec.resolution
+    if not _stem_fused(plans):
+        yield spec.stem_channels * stem_size * stem_size
+    for i, p in enumerate(plans):
+        yield p.out_channels * p.out_size * p.out_size
+        feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
+        if p.wide_shortcut or feeds_wide:
+            yield p.hidden * p.in_size * p.in_size
+    size = final_size(spec)
+    yield spec.last_channels * size * size
+    yield spec.last_channels
+    yield spec.num_classes
+
+
+def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
+    """Live elements per step when every block computes its expanded tensor in ``chunks`` slices,
+    summing each slice's projection into the output: input + output + one slice of the expanded
+    tensor + its depthwise output (a depthwise conv cannot run in place)."""
+    plans = block_plan(spec)
+    image = IMAGE_CHANNELS * spec.resolution * spec.resolution
+    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
+    fused = _stem_fused(plans)
+    if not fused:
+        yield image + spec.stem_channels * stem_size * stem_size
+    for i, p in enumerate(plans):
+        chunk = -(-p.hidden // chunks)
+        x = p.in_channels * p.in_size * p.in_size
+        y = p.out_channels * p.out_size * p.out_size
+        d_chunk = chunk * p.out_size * p.out_size
+        feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
+        full_hidden = p.hidden * p.in_size * p.in_size
+        if i == 0 and fused:
+            yield image + y + chunk * p.in_size * p.in_size + d_chunk
+            continue
+        prev_wide = full_hidden if p.wide_shortcut else 0
+        if p.wide_shortcut or feeds_wide:
+            expanded = full_hidden  # the wide tensor is kept whole for the shortcut
+        elif p.hidden != p.in_channels:
+            expanded = chunk * p.in_size * p.in_size
+        else:
+            expanded = 0  # the depthwise conv reads the block input directly
+        yield x + y + prev_wide + expanded + d_chunk
+    yield from _head_live_sets(spec)
+
+
+def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
+    """Live elements per op in plain layer-by-layer execution: each op's inputs and output, plus
+    tensors held for a later shortcut (the block input, or the previous expanded tensor)."""
+    plans = block_plan(spec)
+    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
+    yield IMAGE_CHANNELS * spec.resolution**2 + spec.stem_channels * stem_size**2
+    for i, p in enumerate(plans):
+        feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
+        sizes = {
+            "x": p.in_channels * p.in_size**2,
+            "e": p.hidden * p.in_size**2,
+            "w": p.hidden * p.in_size**2,
+            "h": p.hidden * p.in_size**2,
+            "d": p.hidden * p.out_size**2,
+            "p": p.out_channels * p.out_size**2,
+            "y": p.out_channels * p.out_size**2,
+        }
+        held = {"x"} if p.residual else set()
+        ops: list[set[str]] = []
+        dw_in = "x"
+        if p.hidden != p.in_channels:
+            ops.append({"x", "e"} | ({"w"} if p.wide_shortcut else set()))
+            dw_in = "e"
+        if p.wide_shortcut:
+            ops.append({dw_in, "w", "h"})
+            dw_in = "h"
+        keep_wide = {dw_in} if feeds_wide else set()
+        ops.append({dw_in, "d"})
+        ops.append({"d", "p"} | keep_wide)
+        if p.residual:
+            ops.append({"x", "p", "y"} | keep_wide)
+        for live in ops:
+            yield sum(sizes[t] for t in live | held)
+    yield from _head_live_sets(spec)
+
+
+def peak_memory_bytes(
+    spec: ArchSpec,
+    policy: MemoryPolicy = "bottleneck",
+    bytes_per_element: int = 2,
+    t: int = 1,
+) -> int:
+    """Peak activation memory of one inference (batch 1), in bytes.
+
+    - ``"bottleneck"``: MobileNetV2 Section 5 / Table 3 accounting: each block runs as a single
+      operation whose expanded tensor is never materialised, and the stem output is fused into a
+      first block without expansion; the figure is the largest tensor that must exist whole
+      (MobileNetV2 1.0@224: 112x112x16 = 401,408 bytes at fp16).
+    - ``"split"``: the executor of Section 5 with the expanded tensor computed in ``t`` chunks:
+      max over blocks of input + output + one chunk of the expanded tensor + its depthwise output.
+    - ``"naive"``: layer-by-layer execution; every op's inputs and output plus the tensor held for
+      the shortcut.
+    """
+    if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, int) or bytes_per_element < 1:
+        raise ValueError(f"bytes_per_element must be an integer >= 1, but got {bytes_per_element!r}")
+    if policy == "bottleneck":
+        elements = max(_materialised_tensors(spec))
+    elif policy == "split":
+        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
+            raise ValueError(f"t (number of chunks) must be an integer >= 1, but got {t!r}")
+        elements = max(_live_sets_split(spec, t))
+    elif policy == "naive":
+        elements = max(_live_sets_naive(spec))
+    else:
+        raise ValueError(f"policy must be one of {MEMORY_POLICIES}, but got {policy!r}")
+    return elements * bytes_per_element
+
+
+class Costs(NamedTuple):
+    madds: int
+    params: int
+    peak_memory_bytes: int
+
+
+def analytic_costs(spec: ArchSpec, bytes_per_element: int = 2) -> Costs:
+    """MAdds, parameters (BN folded) and bottleneck-policy peak memory in one call."""
+    return Costs(count_madds(spec), count_params(spec), peak_memory_bytes(spec, "bottleneck", bytes_per_element))

@@ -1,0 +1,62 @@
+"""``python -m hw_models.report --arch mobilenet_v2``: per-layer costs and totals of an architecture."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from search_spaces import ArchSpec, mobilenet_v2, parse_arch
+
+from .analytic import MEMORY_POLICIES, count_madds, count_params, peak_memory_bytes
+from .table import layer_table
+
+
+def resolve_arch(value: str, width_mult: float = 1.0, resolution: int | None = None) -> ArchSpec:
+    """``mobilenet_v2`` (with ``--width-mult``/``--resolution``), a JSON file or a compact string."""
+    if value == "mobilenet_v2":
+        return mobilenet_v2(width_mult, resolution or 224)
+    spec = parse_arch(value)
+    return spec.replace(resolution=resolution) if resolution else spec
+
+
+def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) -> str:
+    table = layer_table(spec, bytes_per_element)
+    madds, params = count_madds(spec), count_params(spec)
+    lines = [
+        f"architecture: {spec.to_string()}",
+        "",
+        table.to_string(index=False),
+        "",
+        f"MAdds:      {madds:,} ({madds / 1e6:.1f} M)",
+        f"params:     {params:,} ({params / 1e6:.2f} M, BN folded; {count_params(spec, include_bn=True):,} with BN)",
+    ]
+    for policy in MEMORY_POLICIES:
+        label = f"split t={split_t}" if policy == "split" else policy
+        value = peak_memory_bytes(spec, policy, bytes_per_element, t=split_t)
+        lines.append(f"peak memory ({label}, {bytes_per_element} B/element): {value:,} bytes ({value / 1024:.0f} KiB)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hw_models.report", description=__doc__)
+    parser.add_argument(
+        "--arch", default="mobilenet_v2", help="'mobilenet_v2', an arch.json path or a compact architecture string"
+    )
+    parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier for --arch mobilenet_v2")
+    parser.add_argument("--resolution", type=int, default=None, help="override the input resolution")
+    parser.add_argument(
+        "--bytes-per-element", type=int, default=2, help="activation precision (2 = fp16, as the paper)"
+    )
+    parser.add_argument("--split-t", type=int, default=4, help="number of chunks for the 'split' memory policy")
+    args = parser.parse_args(argv)
+    try:
+        spec = resolve_arch(args.arch, args.width_mult, args.resolution)
+        print(format_report(spec, args.bytes_per_element, args.split_t))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""How we search: data, supernet training, search orchestration, analysis and export."""

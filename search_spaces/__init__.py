@@ -1,0 +1,42 @@
+"""What an architecture is: ``ArchSpec``, search spaces, model builders and the supernet."""
+
+from .arch import (
+    ArchSpec,
+    BlockPlan,
+    StageSpec,
+    block_plan,
+    conv_out_size,
+    final_size,
+    hidden_channels,
+    make_divisible,
+    parse_arch,
+)
+from .builder import InvertedResidual, InvertedResidualNet, build_model, example_input
+from .mobilenet import mobilenet_v2
+from .space import SearchSpace, StageChoices, sample_spec
+from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_imagenet, proxy_digits
+
+__all__ = [
+    "ArchSpec",
+    "BlockPlan",
+    "DEFAULT_PROXY_SPACE",
+    "InvertedResidual",
+    "InvertedResidualNet",
+    "SPACES",
+    "SearchSpace",
+    "StageChoices",
+    "StageSpec",
+    "block_plan",
+    "build_model",
+    "conv_out_size",
+    "example_input",
+    "final_size",
+    "get_space",
+    "hidden_channels",
+    "make_divisible",
+    "mobilenet_v2",
+    "mobilenetv2_imagenet",
+    "parse_arch",
+    "proxy_digits",
+    "sample_spec",
+]

@@ -1,0 +1,74 @@
+"""Named search spaces shipped with the package."""
+
+from __future__ import annotations
+
+import os
+
+from .space import SearchSpace, StageChoices
+
+
+def mobilenetv2_imagenet() -> SearchSpace:
+    """Around MobileNetV2 (Table 2) for ImageNet-size inputs on phone targets.
+
+    Contains MobileNetV2 1.0 at 128-224 px (t=6, Table 2 widths and repeats, 3x3 kernels); each
+    stage can shrink or grow its width, depth and expansion, and use 5x5 depthwise kernels.
+    """
+    return SearchSpace(
+        name="mobilenetv2-imagenet",
+        resolutions=(128, 160, 192, 224),
+        stem_channels=32,
+        stages=(
+            StageChoices(expansions=(1,), channels=(16,), repeats=(1,), kernel_sizes=(3,), stride=1),
+            StageChoices(expansions=(3, 4, 6), channels=(16, 24, 32), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(3, 4, 6), channels=(24, 32, 40), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(3, 4, 6), channels=(48, 64, 80), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
+            StageChoices(
+                expansions=(3, 4, 6), channels=(72, 96, 112), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=1
+            ),
+            StageChoices(
+                expansions=(3, 4, 6), channels=(128, 160, 192), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2
+            ),
+            StageChoices(expansions=(3, 4, 6), channels=(256, 320), repeats=(1,), kernel_sizes=(3, 5), stride=1),
+        ),
+        last_channels=1280,
+        num_classes=1001,
+    )
+
+
+def proxy_digits() -> SearchSpace:
+    """A small proxy space that trains in minutes on a CPU on the embedded digits dataset
+    (8x8 images upsampled to 16-32 px, 10 classes). Same block structure, fewer and narrower
+    stages."""
+    return SearchSpace(
+        name="proxy-digits",
+        resolutions=(16, 24, 32),
+        stem_channels=16,
+        stem_stride=2,
+        stages=(
+            StageChoices(expansions=(1,), channels=(8, 16), repeats=(1,), kernel_sizes=(3,), stride=1),
+            StageChoices(expansions=(2, 4, 6), channels=(16, 24), repeats=(1, 2), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(2, 4, 6), channels=(24, 32), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(2, 4, 6), channels=(32, 48, 64), repeats=(1, 2), kernel_sizes=(3, 5), stride=1),
+        ),
+        last_channels=128,
+        num_classes=10,
+    )
+
+
+SPACES = {
+    "mobilenetv2-imagenet": mobilenetv2_imagenet,
+    "proxy-digits": proxy_digits,
+}
+DEFAULT_PROXY_SPACE = "proxy-digits"
+
+
+def get_space(name_or_path: str | os.PathLike[str] | SearchSpace) -> SearchSpace:
+    """A shipped space by name, or a space from a JSON file."""
+    if isinstance(name_or_path, SearchSpace):
+        return name_or_path
+    key = os.fspath(name_or_path)
+    if key in SPACES:
+        return SPACES[key]()
+    if key.endswith(".json") or os.path.sep in key or os.path.exists(key):
+        return SearchSpace.from_json(key)
+    raise ValueError(f"unknown search space {key!r}; use one of {sorted(SPACES)} or a path to a JSON file")

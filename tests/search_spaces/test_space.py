@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from search_spaces import SPACES, SearchSpace, get_space, mobilenet_v2, sample_spec
+
+
+@pytest.fixture(params=sorted(SPACES))
+def space(request) -> SearchSpace:
+    return get_space(request.param)
+
+
+def test_shipped_spaces_validate_and_count(space):
+    space.validate()
+    expected = math.prod(len(c) for _, c in space.dimensions())
+    assert space.num_architectures() == expected > 1000
+
+
+def test_encode_decode_round_trip(space, rng):
+    codes = space.sample_codes(rng, 50)
+    for code in codes:
+        spec = space.decode(code)
+        assert np.array_equal(space.encode(spec), code)
+        assert space.contains(spec)
+
+
+def test_sampling_is_reproducible_with_explicit_rng(space):
+    a = [space.sample(np.random.default_rng(7)) for _ in range(3)]
+    b = [space.sample(np.random.default_rng(7)) for _ in range(3)]
+    assert a == b
+
+
+def test_largest_and_smallest_are_in_space(space):
+    assert space.contains(space.largest()) and space.contains(space.smallest())
+    assert space.largest().num_blocks >= space.smallest().num_blocks
+
+
+def test_mobilenet_v2_is_in_the_imagenet_space():
+    space = get_space("mobilenetv2-imagenet")
+    for res in (128, 160, 192, 224):
+        assert space.contains(mobilenet_v2(1.0, res))
+    assert not space.contains(mobilenet_v2(1.0, 96))
+    with pytest.raises(ValueError, match="resolution=96 is not one of"):
+        space.encode(mobilenet_v2(1.0, 96))
+
+
+def test_json_round_trip(space, tmp_path):
+    path = tmp_path / "space.json"
+    space.to_json(path)
+    assert SearchSpace.from_json(path) == space
+    assert get_space(str(path)) == space
+
+
+def _broken(space: SearchSpace, **stage_changes) -> dict:
+    data = space.to_dict()
+    data["stages"][1].update(stage_changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"channels": [0, 16]}, r"stages\[1\].channels must hold integers >= 1, but got 0"),
+        ({"stride": 3}, r"stages\[1\].stride must be one of \(1, 2\), but got 3"),
+        ({"expansions": []}, r"stages\[1\].expansions must be a non-empty list"),
+        ({"repeats": [-1, 2]}, r"stages\[1\].repeats must hold integers >= 1, but got -1"),
+        ({"kernel_sizes": [4]}, r"odd kernel sizes, but got 4"),
+        ({"bogus": 1}, r"unknown field"),
+    ],
+)
+def test_impossible_choices_are_rejected(change, message, tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(_broken(get_space("proxy-digits"), **change)))
+    with pytest.raises(ValueError, match=message):
+        SearchSpace.from_json(path)
+
+
+def test_invalid_json_file(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        SearchSpace.from_json(path)
+    with pytest.raises(ValueError, match="unknown search space 'nope'"):
+        get_space("nope")
+
+
+class _FakeTrial:
+    def __init__(self, rng):
+        self.rng = rng
+        self.params = {}
+
+    def suggest_categorical(self, name, choices):
+        self.params[name] = choices[self.rng.integers(len(choices))]
+        return self.params[name]
+
+
+def test_sample_spec_names_every_dimension(space, rng):
+    trial = _FakeTrial(rng)
+    spec = sample_spec(trial, space)
+    assert set(trial.params) == {name for name, _ in space.dimensions()}
+    assert space.params_from_spec(spec) == trial.params
