@@ -8,12 +8,14 @@ from .analytic import (
     count_params,
     peak_memory_bytes,
 )
+from .batch import batch_costs
 from .table import layer_table
 
 __all__ = [
     "MEMORY_POLICIES",
     "Costs",
     "analytic_costs",
+    "batch_costs",
     "count_madds",
     "count_params",
     "layer_table",

@@ -31,39 +31,34 @@ def conv_params(in_channels, out_channels, kernel_size=1, groups=1):
 
 
 def block_madds(p: BlockPlan) -> int:
-    """MobileNetV2 eq. (1), per block: h*w*d'*t*(d' + k^2 + d'') with the stride applied to the
-    depthwise and projection layers; no expansion conv when t = 1."""
-    expand = conv_madds(p.in_size, p.in_channels, p.hidden) if p.hidden != p.in_channels else 0
-    return (
-        expand
-        + conv_madds(p.out_size, p.hidden, p.hidden, p.kernel_size, p.hidden)
-        + conv_madds(p.out_size, p.hidden, p.out_channels)
-    )
+    """MobileNetV2 eq. (1): h*w*d'*t*(d' + k^2 + d''), the stride applied after the expansion;
+    no expansion conv when t = 1."""
+    _, _, c_in, c_out, hidden, _, k, _, s_in, s_out, _, _ = p
+    expand = s_in * s_in * c_in * hidden if hidden != c_in else 0
+    return expand + s_out * s_out * hidden * (k * k + c_out)
 
 
 def block_params(p: BlockPlan, include_bn: bool = False) -> int:
-    has_expand = p.hidden != p.in_channels
-    n = (
-        (p.in_channels * p.hidden if has_expand else 0)
-        + p.hidden * p.kernel_size * p.kernel_size
-        + p.hidden * p.out_channels
-    )
+    """Expansion, depthwise and projection weights (+ their BN affine parameters)."""
+    _, _, c_in, c_out, hidden, _, k, _, _, _, _, _ = p
+    has_expand = hidden != c_in
+    n = (c_in * hidden if has_expand else 0) + hidden * (k * k + c_out)
     if include_bn:
-        n += 2 * ((p.hidden if has_expand else 0) + p.hidden + p.out_channels)
+        n += 2 * ((hidden if has_expand else 0) + hidden + c_out)
     return n
 
 
 # ---- totals ----------------------------------------------------------------------------------
 def count_madds(spec: ArchSpec) -> int:
-    """Multiply-accumulates of one forward pass (batch 1)."""
+    """Multiply-accumulates of one forward pass (batch 1); per block MobileNetV2 eq. (1),
+    h*w*d'*t*(d' + k^2 + d''), with the stride applied after the expansion."""
     stem_size = conv_out_size(spec.resolution, spec.stem_stride)
-    size = final_size(spec)
-    total = conv_madds(stem_size, IMAGE_CHANNELS, spec.stem_channels, STEM_KERNEL)
+    total = stem_size * stem_size * IMAGE_CHANNELS * spec.stem_channels * STEM_KERNEL * STEM_KERNEL
     for p in block_plan(spec):
         total += block_madds(p)
-    total += conv_madds(size, spec.stages[-1].channels, spec.last_channels)
-    total += spec.last_channels * spec.num_classes
-    return total
+    size = final_size(spec)
+    total += size * size * spec.stages[-1].channels * spec.last_channels
+    return total + spec.last_channels * spec.num_classes
 
 
 def count_params(spec: ArchSpec, include_bn: bool = False) -> int:

@@ -295,34 +295,41 @@ class BlockPlan(NamedTuple):
 
 @functools.lru_cache(maxsize=8192)
 def block_plan(spec: ArchSpec) -> tuple[BlockPlan, ...]:
-    """Per-block channels, sizes and shortcuts; the one place these rules live."""
+    """Per-block channels, sizes and shortcuts; the one place these rules live.
+
+    Shortcut rules: ``residual`` (x + F(x)) needs shortcut="bottleneck", stride 1 and equal
+    channels; ``wide_shortcut`` (shortcut="expansion") needs the previous block to have stride 1
+    and the same expanded width, so the two expanded tensors have the same shape.
+    """
     plans: list[BlockPlan] = []
+    bottleneck = spec.shortcut == "bottleneck"
+    wide_mode = spec.shortcut == "expansion"
     channels = spec.stem_channels
-    size = conv_out_size(spec.resolution, spec.stem_stride)
+    size = -(-spec.resolution // spec.stem_stride)
+    prev_stride, prev_hidden = 0, 0
     for s_idx, stage in enumerate(spec.stages):
+        t, out_c, k = stage.expansion, stage.channels, stage.kernel_size
         for b in range(stage.repeats):
             stride = stage.stride if b == 0 else 1
-            out_size = conv_out_size(size, stride)
-            hidden = hidden_channels(channels, stage.expansion)
-            prev = plans[-1] if plans else None
-            wide = spec.shortcut == "expansion" and prev is not None and prev.stride == 1 and prev.hidden == hidden
+            out_size = -(-size // stride)
+            hidden = channels * t
             plans.append(
                 BlockPlan(
-                    stage=s_idx,
-                    index=b,
-                    in_channels=channels,
-                    out_channels=stage.channels,
-                    hidden=hidden,
-                    expansion=stage.expansion,
-                    kernel_size=stage.kernel_size,
-                    stride=stride,
-                    in_size=size,
-                    out_size=out_size,
-                    residual=spec.shortcut == "bottleneck" and stride == 1 and channels == stage.channels,
-                    wide_shortcut=wide,
+                    s_idx,
+                    b,
+                    channels,
+                    out_c,
+                    hidden,
+                    t,
+                    k,
+                    stride,
+                    size,
+                    out_size,
+                    bottleneck and stride == 1 and channels == out_c,
+                    wide_mode and prev_stride == 1 and prev_hidden == hidden,
                 )
             )
-            channels, size = stage.channels, out_size
+            channels, size, prev_stride, prev_hidden = out_c, out_size, stride, hidden
     return tuple(plans)
 
 

@@ -1,0 +1,85 @@
+"""How fast is the analytic cost model, the inner loop of every search?
+
+Prints architectures per second for MAdds + params + peak memory on random specs (single process,
+scalar API), the vectorised numpy batch form per architecture, and the speed-up over counting
+with ``torch.utils.flop_counter`` on the built model.
+
+    python benchmarks/cost_model.py [--space mobilenetv2-imagenet] [--n 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hw_models import batch_costs, count_madds, count_params, peak_memory_bytes
+from search_spaces import build_model, get_space
+from search_spaces.arch import block_plan
+
+
+def best_of(repeats: int, fn) -> float:
+    """Smallest wall time of ``repeats`` runs (the least disturbed by other processes)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="mobilenetv2-imagenet")
+    parser.add_argument("--n", type=int, default=20000, help="architectures per timing run")
+    parser.add_argument("--flop-counter-n", type=int, default=10, help="architectures counted with flop_counter")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    space = get_space(args.space)
+    rng = np.random.default_rng(args.seed)
+    codes = space.sample_codes(rng, args.n)
+    specs = [space.decode(c) for c in codes]
+    print(f"space {space.name}: {space.num_architectures():,} architectures; {args.n:,} random ones per run")
+
+    def scalar() -> None:
+        block_plan.cache_clear()  # every spec is costed from scratch
+        for spec in specs:
+            count_madds(spec)
+            count_params(spec)
+            peak_memory_bytes(spec)
+
+    t_scalar = best_of(args.repeats, scalar) / args.n
+    t_batch = best_of(args.repeats, lambda: batch_costs(space, codes)) / args.n
+    print(
+        f"scalar  (count_madds + count_params + peak_memory_bytes): {1 / t_scalar:,.0f} arch/s ({t_scalar * 1e6:.1f} us/arch); goal >= 20,000 arch/s"
+    )
+    print(
+        f"batch   (batch_costs on encodings, numpy):               {1 / t_batch:,.0f} arch/s ({t_batch * 1e6:.2f} us/arch)"
+    )
+    print(f"batch speed-up per architecture: {t_scalar / t_batch:.1f}x; goal >= 10x")
+
+    flop_specs = specs[: args.flop_counter_n]
+
+    def flop_count() -> None:
+        for spec in flop_specs:
+            model = build_model(spec).eval()
+            with FlopCounterMode(display=False), torch.no_grad():
+                model(torch.zeros(1, 3, spec.resolution, spec.resolution))
+            sum(p.numel() for p in model.parameters())
+
+    t_flop = best_of(1, flop_count) / len(flop_specs)
+    print(
+        f"flop_counter on the built model (build + count + params):  {1 / t_flop:,.1f} arch/s ({t_flop * 1e3:.1f} ms/arch)"
+    )
+    print(f"speed-up over flop_counter: scalar {t_flop / t_scalar:,.0f}x, batch {t_flop / t_batch:,.0f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""Property tests: round-trips of every description form."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+
+from search_spaces import ArchSpec, parse_arch
+from tests.properties import arch_specs, space_and_code
+
+
+@given(arch_specs)
+def test_arch_dict_json_string_round_trips(spec):
+    assert ArchSpec.from_dict(spec.to_dict()) == spec
+    assert ArchSpec.from_json(spec.to_json()) == spec
+    assert ArchSpec.from_string(spec.to_string()) == spec
+    assert parse_arch(spec.to_string()) == spec
+    assert hash(ArchSpec.from_string(spec.to_string())) == hash(spec)
+
+
+@settings(max_examples=200)
+@given(space_and_code())
+def test_encode_decode_round_trip(space_code):
+    space, code = space_code
+    spec = space.decode(code)
+    assert np.array_equal(space.encode(spec), code)
+    assert space.decode(space.encode(spec)) == spec
+    assert space.spec_from_params(space.params_from_spec(spec)) == spec
