@@ -102,8 +102,11 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
+        """From ``to_dict()`` output, or from an exported config that holds it under ``"arch"``."""
         if not isinstance(data, dict):
             raise ValueError(f"an architecture must be a JSON object, but got {type(data).__name__}")
+        if isinstance(data.get("arch"), dict):
+            data = data["arch"]
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -244,15 +247,30 @@ def _parse_arch_string(text: str) -> ArchSpec:
 
 
 def parse_arch(value: str | os.PathLike[str] | dict[str, Any] | ArchSpec) -> ArchSpec:
-    """Accept an ArchSpec, a dict, a JSON file path, or a compact string."""
+    """Accept an ArchSpec, a dict, a JSON or YAML file path, or a compact string."""
     if isinstance(value, ArchSpec):
         return value
     if isinstance(value, dict):
         return ArchSpec.from_dict(value)
     text = str(value)
+    if text.endswith((".yaml", ".yml")):
+        return _from_yaml(text)
     if text.lstrip().startswith("{") or text.endswith(".json") or os.path.exists(text):
         return ArchSpec.from_json(value)
     return ArchSpec.from_string(text)
+
+
+def _from_yaml(path: str) -> ArchSpec:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise ValueError(f"cannot read architecture file {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"architecture YAML {path} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return ArchSpec.from_dict(data)
 
 
 # ---- derived per-block quantities ------------------------------------------------------------
