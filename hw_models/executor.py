@@ -179,7 +179,8 @@ class SplitExecutor:
         p = block.plan
         if p.residual and not block.relu6_out:
             return torch.add(x2d, block.project_b)  # the shortcut is added up front, for free
-        return block.project_b.expand(p.out_channels, p.out_size * p.out_size).contiguous()
+        y = torch.empty(p.out_channels, p.out_size * p.out_size, dtype=x2d.dtype)
+        return y.copy_(block.project_b)  # never .contiguous(): at 1x1 that would alias the bias
 
     @staticmethod
     def _finish(block: _Block, y: Tensor, x2d: Tensor | None) -> Tensor:

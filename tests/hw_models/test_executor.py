@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from hw_models import peak_memory_bytes
@@ -16,6 +18,7 @@ from search_spaces.arch import block_plan
 EDGE_SPECS = [
     ArchSpec(24, 16, (StageSpec(1, 8, 1, 1), StageSpec(2, 16, 2, 1, 5), StageSpec(6, 16, 1, 2)), 32, 5),
     ArchSpec(20, 16, (StageSpec(1, 16, 1, 1), StageSpec(1, 16, 1, 1, 7), StageSpec(2, 24, 2, 2)), 32, 5, stem_stride=1),
+    ArchSpec(3, 4, (StageSpec(1, 4, 1, 2, 1), StageSpec(3, 4, 2, 2)), 8, 3),  # 1x1 outputs, 1x1 depthwise
 ]
 
 
@@ -46,10 +49,10 @@ def random_specs(max_resolution: int = 48) -> list[ArchSpec]:
             spec = space.sample(rng)
             spec = spec.replace(resolution=min(spec.resolution, max_resolution))
             for shortcut in ("bottleneck", "expansion", "none"):
-                specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=("linear", "relu6")[i]))
+                specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=("linear", "relu6")[i % 2]))
     for i, spec in enumerate(EDGE_SPECS):
         for shortcut in ("bottleneck", "expansion", "none"):
-            specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=("linear", "relu6")[i]))
+            specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=("linear", "relu6")[i % 2]))
     return specs
 
 
@@ -91,6 +94,17 @@ def test_equals_normal_forward_on_random_specs(spec):
         assert (SplitExecutor(model, t)(x) - ref).abs().max().item() <= 1e-5
 
 
+def test_repeated_runs_do_not_touch_the_weights():
+    spec = mobilenet_v2(0.35, 32)  # the last blocks run at 1x1, where an output buffer could alias a bias
+    model = trained_like(spec)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    executor = SplitExecutor(model, 2)
+    first = executor(x)
+    with torch.no_grad():
+        assert (first - model(x)).abs().max().item() <= 1e-5
+    assert torch.equal(executor(x), first)
+
+
 def measured_peak(executor: SplitExecutor, resolution: int) -> int:
     _, peak = measure_peak_bytes(lambda: executor.run([torch.randn(1, 3, resolution, resolution)]))
     return peak
@@ -112,6 +126,42 @@ def test_measured_peak_matches_the_split_model_on_random_specs(spec):
     for t in range(1, 9):
         predicted = peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
         assert abs(measured_peak(SplitExecutor(model, t), spec.resolution) - predicted) <= 0.1 * predicted
+
+
+any_arch = st.builds(
+    ArchSpec,
+    resolution=st.integers(1, 20),
+    stem_channels=st.integers(1, 24),
+    stages=st.lists(
+        st.builds(
+            StageSpec,
+            expansion=st.integers(1, 6),
+            channels=st.integers(1, 24),
+            repeats=st.integers(1, 3),
+            stride=st.sampled_from([1, 2]),
+            kernel_size=st.sampled_from([1, 3, 5, 7]),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map(tuple),
+    last_channels=st.integers(1, 32),
+    num_classes=st.integers(1, 10),
+    stem_stride=st.sampled_from([1, 2]),
+    bottleneck_activation=st.sampled_from(["linear", "relu6"]),
+    shortcut=st.sampled_from(["bottleneck", "expansion", "none"]),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_arch, st.integers(1, 8))
+def test_any_architecture_runs_exactly_and_within_the_model(spec, t):
+    model = trained_like(spec)
+    x = torch.randn(1, 3, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    executor = SplitExecutor(model, t)
+    assert (executor(x) - ref).abs().max().item() <= 1e-5
+    assert measured_peak(executor, spec.resolution) == peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
 
 
 def test_more_chunks_less_memory_than_plain_forward():
