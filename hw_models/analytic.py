@@ -107,34 +107,48 @@ def _materialised_tensors(spec: ArchSpec) -> Iterator[int]:
     yield spec.num_classes
 
 
+def chunk_width(hidden: int, t: int) -> int:
+    """Channels per slice when ``hidden`` expanded channels are computed in ``t`` chunks:
+    ceil(hidden / t); slices are taken in order, so the last one may be narrower."""
+    return -(-hidden // t)
+
+
 def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
-    """Live elements per step when every block computes its expanded tensor in ``chunks`` slices,
-    summing each slice's projection into the output: input + output + one slice of the expanded
-    tensor + its depthwise output (a depthwise conv cannot run in place)."""
+    """Live elements per step of the Section 5 executor (:class:`hw_models.executor.SplitExecutor`).
+
+    Each block allocates its output, then for each slice of ``chunk_width(hidden, chunks)``
+    expanded channels computes the expansion slice and its depthwise output (a depthwise conv
+    cannot run in place) and sums the slice's projection into the output: input + output + one
+    expansion slice + one depthwise slice. A block without expansion conv (t = 1) slices its
+    input instead; the stem runs as the chunked expansion of a first t = 1 block
+    (:func:`_stem_fused`), whose step then holds the image instead of the stem output. With
+    shortcut="expansion", a block that receives or passes on the wide shortcut holds its whole
+    expanded tensor: an incoming one is updated in place (expansion slices summed into it), an
+    outgoing one is computed whole (or is the block input when t = 1); depthwise slices read it.
+    """
     plans = block_plan(spec)
     image = IMAGE_CHANNELS * spec.resolution * spec.resolution
-    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
     fused = _stem_fused(plans)
     if not fused:
+        stem_size = conv_out_size(spec.resolution, spec.stem_stride)
         yield image + spec.stem_channels * stem_size * stem_size
     for i, p in enumerate(plans):
-        chunk = -(-p.hidden // chunks)
-        x = p.in_channels * p.in_size * p.in_size
+        width = chunk_width(p.hidden, chunks)
+        x = image if i == 0 and fused else p.in_channels * p.in_size * p.in_size
         y = p.out_channels * p.out_size * p.out_size
-        d_chunk = chunk * p.out_size * p.out_size
+        e_slice = width * p.in_size * p.in_size
+        d_slice = width * p.out_size * p.out_size
+        has_expand = p.hidden != p.in_channels
         feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
-        full_hidden = p.hidden * p.in_size * p.in_size
         if i == 0 and fused:
-            yield image + y + chunk * p.in_size * p.in_size + d_chunk
-            continue
-        prev_wide = full_hidden if p.wide_shortcut else 0
-        if p.wide_shortcut or feeds_wide:
-            expanded = full_hidden  # the wide tensor is kept whole for the shortcut
-        elif p.hidden != p.in_channels:
-            expanded = chunk * p.in_size * p.in_size
+            yield x + y + e_slice + d_slice
+        elif p.wide_shortcut or feeds_wide:
+            whole = p.hidden * p.in_size * p.in_size if p.wide_shortcut or has_expand else 0
+            if p.wide_shortcut and has_expand:
+                yield x + y + whole + e_slice
+            yield x + y + whole + d_slice
         else:
-            expanded = 0  # the depthwise conv reads the block input directly
-        yield x + y + prev_wide + expanded + d_chunk
+            yield x + y + (e_slice if has_expand else 0) + d_slice
     yield from _head_live_sets(spec)
 
 
@@ -186,8 +200,10 @@ def peak_memory_bytes(
       operation whose expanded tensor is never materialised, and the stem output is fused into a
       first block without expansion; the figure is the largest tensor that must exist whole
       (MobileNetV2 1.0@224: 112x112x16 = 401,408 bytes at fp16).
-    - ``"split"``: the executor of Section 5 with the expanded tensor computed in ``t`` chunks:
-      max over blocks of input + output + one chunk of the expanded tensor + its depthwise output.
+    - ``"split"``: the executor of Section 5 with the expanded tensor computed in ``t`` chunks
+      (``hw_models.executor.SplitExecutor``, which measures the same figure): max over steps of
+      block input + output + one chunk of the expanded tensor + its depthwise output (stem fused
+      into a first t = 1 block; whole expanded tensors where shortcut="expansion" needs them).
     - ``"naive"``: layer-by-layer execution; every op's inputs and output plus the tensor held for
       the shortcut.
     """

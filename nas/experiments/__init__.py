@@ -1,0 +1,1 @@
+"""Small, self-contained experiments that reproduce claims of the MobileNetV2 paper."""
