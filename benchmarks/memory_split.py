@@ -12,7 +12,10 @@ For t = 1..T, runs MobileNetV2 (default 1.0@224, fp32, batch 1) with
 - time: median wall time per inference over ``--repeats`` rounds (the t values are interleaved in
   every round, so background load affects them alike), and relative to t = 1.
 
-The plain ``model.eval()`` forward (nn.Module, batch norm not folded) is printed for reference.
+Printed for reference: plain layer-by-layer inference with batch norm folded
+(``hw_models.executor.NaiveExecutor``, the image held by the caller), measured against
+``peak_memory_bytes(spec, "naive")``, and the plain ``model.eval()`` forward (nn.Module, batch norm
+not folded).
 
     python benchmarks/memory_split.py [--resolution 224] [--width-mult 1.0] [--max-t 8]
         [--repeats 30] [--threads 1] [--proxy]
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from hw_models import peak_memory_bytes
-from hw_models.executor import SplitExecutor
+from hw_models.executor import NaiveExecutor, SplitExecutor
 from hw_models.memtrace import measure_peak_bytes
 from search_spaces import ArchSpec, build_model, get_space, mobilenet_v2
 
@@ -99,11 +102,20 @@ def run(spec: ArchSpec, max_t: int, repeats: int, seed: int) -> None:
             f"{t:>5}  {measured:>11,}  {predicted:>11,}  {measured / predicted:>10.4f}  {alloc_text:>11}  "
             f"{median[str(t)] * 1e3:>7.2f}  {median[str(t)] / base:>8.3f}"
         )
+    naive_executor = NaiveExecutor(model)
+    with torch.no_grad():
+        assert (naive_executor(x) - ref).abs().max().item() <= 1e-4
+    _, naive_measured = measure_peak_bytes(lambda: naive_executor(torch.randn(shape)))
+    naive = peak_memory_bytes(spec, "naive", bytes_per_element=4)
+    naive_alloc = allocator_peak_bytes(lambda: naive_executor(torch.randn(shape)))
+    print(
+        f"naive (layer by layer, BN folded): measured {naive_measured:,} B, model {naive:,} B "
+        f"({naive_measured / naive:.4f}), allocator {'n/a' if naive_alloc is None else f'{naive_alloc:,}'} B"
+    )
     _, plain_measured = measure_peak_bytes(lambda: model(torch.randn(shape)))
     plain_alloc = allocator_peak_bytes(lambda: model(torch.randn(shape)))
-    naive = peak_memory_bytes(spec, "naive", bytes_per_element=4)
     print(
-        f"plain model.forward (BN not folded): measured {plain_measured:,} B (naive model, BN folded: {naive:,} B), "
+        f"plain model.forward (BN not folded): measured {plain_measured:,} B, "
         f"allocator {'n/a' if plain_alloc is None else f'{plain_alloc:,}'} B, "
         f"{median['plain'] * 1e3:.2f} ms ({median['plain'] / base:.3f} x executor t=1)"
     )

@@ -153,11 +153,19 @@ def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
 
 
 def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
-    """Live elements per op in plain layer-by-layer execution: each op's inputs and output, plus
-    tensors held for a later shortcut (the block input, or the previous expanded tensor)."""
+    """Live elements per op of plain layer-by-layer inference
+    (:class:`hw_models.executor.NaiveExecutor`, which measures the same figure).
+
+    Every conv (batch norm folded) and every shortcut addition allocates its output; ReLU6 runs in
+    place; a tensor is freed after its last consumer. An op's live set is its inputs and output,
+    the block input while a residual addition still needs it, the expanded tensor a block passes
+    on as the wide shortcut (shortcut="expansion") until the next block has added it, and the
+    input image, which the caller holds for the whole run.
+    """
     plans = block_plan(spec)
+    image = IMAGE_CHANNELS * spec.resolution**2
     stem_size = conv_out_size(spec.resolution, spec.stem_stride)
-    yield IMAGE_CHANNELS * spec.resolution**2 + spec.stem_channels * stem_size**2
+    yield image + spec.stem_channels * stem_size**2
     for i, p in enumerate(plans):
         feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
         sizes = {
@@ -184,8 +192,9 @@ def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
         if p.residual:
             ops.append({"x", "p", "y"} | keep_wide)
         for live in ops:
-            yield sum(sizes[t] for t in live | held)
-    yield from _head_live_sets(spec)
+            yield image + sum(sizes[t] for t in live | held)
+    for live in _head_live_sets(spec):
+        yield image + live
 
 
 def peak_memory_bytes(
@@ -204,8 +213,10 @@ def peak_memory_bytes(
       (``hw_models.executor.SplitExecutor``, which measures the same figure): max over steps of
       block input + output + one chunk of the expanded tensor + its depthwise output (stem fused
       into a first t = 1 block; whole expanded tensors where shortcut="expansion" needs them).
-    - ``"naive"``: layer-by-layer execution; every op's inputs and output plus the tensor held for
-      the shortcut.
+    - ``"naive"``: plain layer-by-layer inference (``hw_models.executor.NaiveExecutor``, which
+      measures the same figure): max over ops of the op's inputs and output (BN folded into the
+      convs, ReLU6 in place, shortcut additions out of place) + the tensors held for a later
+      shortcut + the input image, held by the caller for the whole run.
     """
     if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, int) or bytes_per_element < 1:
         raise ValueError(f"bytes_per_element must be an integer >= 1, but got {bytes_per_element!r}")

@@ -9,7 +9,9 @@ output + depthwise output) are alive, never the whole expanded tensor.
 :class:`SplitExecutor` runs a network built by :func:`search_spaces.build_model` that way, with
 batch norm folded into the conv weights (inference). Its live tensors are exactly those that
 ``peak_memory_bytes(spec, policy="split", t=t)`` accounts for, step by step; tests measure them
-with :func:`hw_models.memtrace.measure_peak_bytes` and compare.
+with :func:`hw_models.memtrace.measure_peak_bytes` and compare. :class:`NaiveExecutor` is the
+baseline: the same folded network run plainly, one layer at a time, whose live tensors are those
+of ``peak_memory_bytes(spec, policy="naive")``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces.arch import BlockPlan, block_plan
-from search_spaces.builder import InvertedResidualNet
+from search_spaces.builder import ConvBNAct, InvertedResidualNet
 
 from .analytic import _stem_fused, chunk_width
 
@@ -243,4 +245,101 @@ class SplitExecutor:
         return self._finish(block, y, x2d), (h if block.feeds_wide else None)
 
 
-__all__ = ["SplitExecutor", "fold_bn"]
+@dataclass(frozen=True)
+class _Conv:
+    """A conv with batch norm folded in, and its ReLU6 (applied in place) if the layer has one."""
+
+    weight: Tensor
+    bias: Tensor
+    stride: int
+    groups: int
+    relu6: bool
+
+    @classmethod
+    def fold(cls, layer: ConvBNAct) -> _Conv:
+        conv, bn = layer[0], layer[1]
+        weight, bias = fold_bn(conv, bn)
+        return cls(weight, bias, conv.stride[0], conv.groups, isinstance(layer[-1], nn.ReLU6))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.weight.shape[-1] // 2, 1, self.groups)
+        return _relu6_(y) if self.relu6 else y
+
+
+@dataclass(frozen=True)
+class _Layers:
+    plan: BlockPlan
+    expand: _Conv | None
+    depthwise: _Conv
+    project: _Conv
+    feeds_wide: bool
+
+
+class NaiveExecutor:
+    """Plain layer-by-layer inference of ``model`` (an ``InvertedResidualNet``), the baseline of
+    ``peak_memory_bytes(spec, policy="naive")``; outputs equal ``model.eval()(x)`` up to float
+    rounding.
+
+    The inference graph, run one op at a time: every conv (batch norm folded into it) and every
+    shortcut addition allocates its output, ReLU6 runs in place, and each tensor is freed after
+    its last consumer: the block input after the expansion conv (or after the residual addition),
+    the previous block's expanded tensor after it is added to this block's (shortcut="expansion").
+    The input image belongs to the caller and stays alive for the whole run.
+    """
+
+    def __init__(self, model: InvertedResidualNet) -> None:
+        if not isinstance(model, InvertedResidualNet):
+            raise ValueError(
+                f"NaiveExecutor needs a model from search_spaces.build_model, but got {type(model).__name__}"
+            )
+        self.spec = model.spec
+        plans = block_plan(self.spec)
+        with torch.no_grad():
+            self._stem = _Conv.fold(model.stem)
+            self._blocks = tuple(
+                _Layers(
+                    p,
+                    None if m.expand is None else _Conv.fold(m.expand),
+                    _Conv.fold(m.depthwise),
+                    _Conv.fold(m.project),
+                    feeds_wide=i + 1 < len(plans) and plans[i + 1].wide_shortcut,
+                )
+                for i, (p, m) in enumerate(zip(plans, model.blocks, strict=True))
+            )
+            self._head = _Conv.fold(model.head)
+            self._classifier = (model.classifier.weight.detach().clone(), model.classifier.bias.detach().clone())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Logits for a batch ``x`` of shape (N, 3, H, W)."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"input must have shape (N, 3, H, W), but got {tuple(x.shape)}")
+        with torch.no_grad():
+            return self._run(x)
+
+    def _run(self, image: Tensor) -> Tensor:
+        # Names are rebound to None rather than reused so that no tensor outlives its last use.
+        x = self._stem(image)
+        wide: Tensor | None = None
+        for b in self._blocks:
+            h = x if b.expand is None else b.expand(x)
+            shortcut = x if b.plan.residual else None
+            x = None
+            if b.plan.wide_shortcut:
+                h = torch.add(h, wide)
+            wide = None
+            d = b.depthwise(h)
+            wide = h if b.feeds_wide else None
+            h = None
+            x = b.project(d)
+            d = None
+            if shortcut is not None:
+                x = torch.add(x, shortcut)
+                shortcut = None
+        x = self._head(x)
+        pooled = x.mean(dim=(2, 3))
+        x = None
+        weight, bias = self._classifier
+        return F.linear(pooled, weight, bias)
+
+
+__all__ = ["NaiveExecutor", "SplitExecutor", "fold_bn"]

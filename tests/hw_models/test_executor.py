@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from hw_models import peak_memory_bytes
-from hw_models.executor import SplitExecutor
+from hw_models.executor import NaiveExecutor, SplitExecutor
 from hw_models.memtrace import measure_peak_bytes
 from search_spaces import SPACES, ArchSpec, StageSpec, build_model, get_space, mobilenet_v2
 from search_spaces.arch import block_plan
@@ -164,6 +164,48 @@ def test_any_architecture_runs_exactly_and_within_the_model(spec, t):
     assert measured_peak(executor, spec.resolution) == peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
 
 
+def measured_naive_peak(executor: NaiveExecutor, resolution: int) -> int:
+    # the image is created inside the measured function and held by it for the whole run
+    _, peak = measure_peak_bytes(lambda: executor(torch.randn(1, 3, resolution, resolution)))
+    return peak
+
+
+def test_measured_peak_is_the_naive_model_on_mobilenet_v2():
+    spec = mobilenet_v2(1.0, 96)
+    model = trained_like(spec)
+    executor = NaiveExecutor(model)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (executor(x) - model(x)).abs().max().item() <= 1e-5
+    predicted = peak_memory_bytes(spec, "naive", bytes_per_element=4)
+    measured = measured_naive_peak(executor, 96)
+    assert abs(measured - predicted) <= 0.1 * predicted
+    assert measured == predicted  # plain inference allocates exactly what the model accounts for
+    assert measured < measure_peak_bytes(lambda: model(torch.randn(1, 3, 96, 96)))[1]  # BN not folded
+
+
+@pytest.mark.parametrize("spec", random_specs(max_resolution=32), ids=str)
+def test_naive_executor_runs_exactly_and_matches_the_naive_model_on_random_specs(spec):
+    model = trained_like(spec)
+    executor = NaiveExecutor(model)
+    x = torch.randn(2, 3, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (executor(x) - model(x)).abs().max().item() <= 1e-5
+    predicted = peak_memory_bytes(spec, "naive", bytes_per_element=4)
+    assert abs(measured_naive_peak(executor, spec.resolution) - predicted) <= 0.1 * predicted
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(any_arch)
+def test_any_architecture_naive_peak_is_the_naive_model(spec):
+    model = trained_like(spec)
+    x = torch.randn(1, 3, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(1))
+    executor = NaiveExecutor(model)
+    with torch.no_grad():
+        assert (executor(x) - model(x)).abs().max().item() <= 1e-5
+    assert measured_naive_peak(executor, spec.resolution) == peak_memory_bytes(spec, "naive", bytes_per_element=4)
+
+
 def test_more_chunks_less_memory_than_plain_forward():
     spec = mobilenet_v2(1.0, 96)
     model = build_model(spec).eval()
@@ -197,3 +239,7 @@ def test_bad_arguments():
         SplitExecutor(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="shape"):
         SplitExecutor(model)(torch.randn(3, 32, 32))
+    with pytest.raises(ValueError, match="build_model"):
+        NaiveExecutor(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="shape"):
+        NaiveExecutor(model)(torch.randn(1, 1, 32, 32))
