@@ -31,6 +31,21 @@ RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 100
 DEFAULT_SAMPLE_MS = 0.5
+STATISTICS: tuple[str, ...] = ("median", "p10", "min", "mean")
+
+
+def summarize(samples_ms: Any, statistic: str = "median") -> float:
+    """One figure from timing samples: ``median``, ``p10`` (10th percentile), ``min`` or ``mean``."""
+    s = np.asarray(samples_ms, dtype=float)
+    if statistic == "median":
+        return float(np.median(s))
+    if statistic == "p10":
+        return float(np.percentile(s, 10))
+    if statistic == "min":
+        return float(s.min())
+    if statistic == "mean":
+        return float(s.mean())
+    raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class LatencyMeasurement:
     iqr_ms: float  # inter-quartile range of the per-sample figures
     min_ms: float
     mean_ms: float
+    p10_ms: float  # 10th percentile: the uncontended speed, steadier than the median on a loaded machine
     repeats: int
     number: int
     runtime: str
@@ -52,17 +68,24 @@ class LatencyMeasurement:
         """IQR / median: the relative spread of a single sample."""
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else 0.0
 
+    def value(self, statistic: str = "median") -> float:
+        """The figure named by ``statistic`` (one of ``STATISTICS``)."""
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
+        return {"median": self.median_ms, "p10": self.p10_ms, "min": self.min_ms, "mean": self.mean_ms}[statistic]
+
     @classmethod
     def from_samples(
         cls, samples_ms: Any, number: int, runtime: str, threads: int, batch_size: int = 1
     ) -> LatencyMeasurement:
         s = np.asarray(samples_ms, dtype=float)
-        q1, med, q3 = np.percentile(s, [25, 50, 75])
+        p10, q1, med, q3 = np.percentile(s, [10, 25, 50, 75])
         return cls(
             median_ms=float(med),
             iqr_ms=float(q3 - q1),
             min_ms=float(s.min()),
             mean_ms=float(s.mean()),
+            p10_ms=float(p10),
             repeats=int(s.size),
             number=int(number),
             runtime=runtime,
@@ -276,10 +299,12 @@ __all__ = [
     "DEFAULT_REPEATS",
     "DEFAULT_WARMUP",
     "RUNTIMES",
+    "STATISTICS",
     "LatencyMeasurement",
     "measure_latency_ms",
     "measure_many",
     "runners",
+    "summarize",
     "ort_session",
     "time_callable",
     "time_interleaved",

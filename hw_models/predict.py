@@ -73,15 +73,19 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
 
 
 def describe_target(target: LatencyTarget) -> str:
-    """One line: name, device, runtime, date and fit error."""
+    """One line: name, device, runtime, date, kind of model and its error."""
     prov, fit = target.provenance, target.fit
-    error = fit.get("cv_mape_pct")
-    if error is None and isinstance(fit.get("overhead"), dict):
-        error = fit["overhead"].get("end_to_end_mape_pct_on_those_networks")
-    kind = "lookup table + per-op model" if target.lookup is not None else "per-op model"
+    if target.lookup is None:
+        kind = "per-op model"
+        error = fit.get("cv_mape_pct")
+        error_text = f"; cross-validated MAPE {error:.1f}%" if isinstance(error, int | float) else ""
+    else:
+        kind = "lookup table + per-op fallback"
+        e2e = fit.get("overhead", {}).get("end_to_end_mape_pct_on_those_networks")
+        error_text = f"; end-to-end MAPE {e2e:.1f}% on the profiling networks" if isinstance(e2e, int | float) else ""
     return (
         f"{target.name}: {prov.get('device', '?')}; {prov.get('runtime', '?')}; {prov.get('date', '?')}; {kind}"
-        + (f"; fit error {error:.1f}%" if isinstance(error, int | float) else "")
+        + error_text
         + (f" [{target.source}]" if target.source else "")
     )
 

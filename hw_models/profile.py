@@ -16,6 +16,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_m
 from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 
-from .measure import RUNTIMES, runners, time_interleaved, torch_threads
+from .measure import RUNTIMES, STATISTICS, runners, summarize, time_interleaved, torch_threads
 from .opmodel import TILES, fit_matrices
 from .targets import (
     LatencyTarget,
@@ -214,13 +215,14 @@ def measure_in_context(
     seed: int,
     progress: bool,
     desc: str,
+    statistic: str = "median",
 ) -> tuple[dict[str, dict[tuple, float]], list[float]]:
     """PyTorch: time every part *inside* whole networks (a clock reading between parts of the
     real forward pass), so that parts see the caches and call overheads they see in a network.
     Each sample is one plain forward (end-to-end time) followed by one instrumented forward. Samples
-    are taken in ``rounds`` interleaved passes over the networks. Returns the median time of every
-    part (median over samples, then over the networks containing it) and each network's median
-    end-to-end time."""
+    are taken in ``rounds`` interleaved passes over the networks. Returns the time of every part
+    (``statistic`` over samples, then the median over the networks containing it) and each
+    network's end-to-end time (``statistic`` over samples)."""
     generator = torch.Generator().manual_seed(seed)
     nets = [build_model(s).eval() for s in specs]
     inputs = [torch.randn((1, 3, s.resolution, s.resolution), generator=generator) for s in specs]
@@ -250,13 +252,14 @@ def measure_in_context(
                     bar.update(1)
     occurrences: dict[tuple[str, tuple], list[float]] = {}
     for i, fk in enumerate(flat_keys):
-        medians = np.median(np.array(parts[i]), axis=0)
-        for key, ms in zip(fk, medians):
+        per_part = np.array(parts[i])
+        figures = [summarize(per_part[:, j], statistic) for j in range(per_part.shape[1])]
+        for key, ms in zip(fk, figures):
             occurrences.setdefault(key, []).append(float(ms))
     measured: dict[str, dict[tuple, float]] = {k: {} for k in PART_ORDER}
     for (kind, key), values in occurrences.items():
         measured[kind][key] = float(np.median(values))
-    return measured, [float(np.median(v)) for v in e2e]
+    return measured, [summarize(v, statistic) for v in e2e]
 
 
 def _cpu_name() -> str:
@@ -290,14 +293,20 @@ def profile_target(
     rounds: int = 10,
     seed: int = 0,
     progress: bool = True,
+    statistic: str = "p10",
     log: Callable[[str], None] | None = None,
 ) -> LatencyTarget:
     """Measure every part of ``space`` on this machine and return the target (not saved).
 
     ``max_blocks`` measures only a seeded random subset of the blocks (quick runs, tests): the
-    others are then predicted by the per-op model fitted to the measured parts.
+    others are then predicted by the per-op model fitted to the measured parts. ``statistic`` is
+    the figure kept from each part's timing samples: ``"p10"`` (10th percentile, the default: the
+    undisturbed speed, which stays put while other processes come and go, see the README) or
+    ``"median"``.
     """
     check_target_name(target_name)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
     for label, value, minimum in (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 3)):
@@ -321,7 +330,7 @@ def profile_target(
     if runtime == "torch":
         needed = {(p.kind, p.key) for p in parts}
         specs = covering_networks(space_parts(space), needed, space, seed)
-        measured, e2e = measure_in_context(specs, threads, warmup, repeats, rounds, seed, progress, desc)
+        measured, e2e = measure_in_context(specs, threads, warmup, repeats, rounds, seed, progress, desc, statistic)
         method = (
             f"every part timed inside {len(specs)} whole networks that together contain them (clock readings "
             "between the parts of the real forward pass); overhead = median over those networks of "
@@ -336,7 +345,7 @@ def profile_target(
         items.append((nn.Identity(), (1, 1, 1, 1)))
         with runners(items, runtime, threads, seed) as fns:
             timed = time_interleaved(fns, warmup, repeats, rounds, progress=progress, desc=desc, seed=seed)
-        medians = [float(np.median(s)) for s, _ in timed]
+        medians = [summarize(s, statistic) for s, _ in timed]
         call_ms = medians[-1]
         e2e = medians[len(parts) : len(parts) + len(specs)]
         measured = {k: {} for k in PART_ORDER}
@@ -360,15 +369,17 @@ def profile_target(
             f"only {len(rows_y)} parts had a measurable latency; cannot fit the fallback model (raise --max-blocks)"
         )
     coef, tile, report = fit_matrices({t: np.array(v) for t, v in rows_x.items()}, rows_y)
-    lookup = LookupTable(runtime=runtime, threads=threads, batch_size=1, overhead_ms=0.0, parts=measured)
+    lookup = LookupTable(runtime, threads, 1, 0.0, measured, statistic)
     draft = LatencyTarget(
         name=target_name, coefficients=tuple(float(c) for c in coef), tile=tile, provenance={}, lookup=lookup
     )
     # per-network overhead: median of (measured end to end - sum of parts)
-    overhead = float(np.median([y - draft.predict(s) for s, y in zip(specs, e2e)]))
-    lookup = LookupTable(runtime=runtime, threads=threads, batch_size=1, overhead_ms=overhead, parts=measured)
-    final = draft.renamed(target_name, lookup=lookup)
-    errors = [abs(final.predict(s) - y) / y for s, y in zip(specs, e2e)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # parts left out by max_blocks use the fallback
+        overhead = float(np.median([y - draft.predict(s) for s, y in zip(specs, e2e)]))
+        lookup = LookupTable(runtime, threads, 1, overhead, measured, statistic)
+        final = draft.renamed(target_name, lookup=lookup)
+        errors = [abs(final.predict(s) - y) / y for s, y in zip(specs, e2e)]
     elapsed = time.perf_counter() - started
     n_measured = sum(len(v) for v in measured.values())
     target = final.renamed(
@@ -380,7 +391,6 @@ def profile_target(
         ),
         provenance={
             "device": _cpu_name(),
-            "host": platform.node(),
             "platform": platform.platform(),
             "cpu_count": os.cpu_count(),
             "runtime": _runtime_version(runtime),
@@ -392,7 +402,7 @@ def profile_target(
             "blocks_in_space": total_blocks,
             "method": method,
             "timing": (
-                f"median over {repeats} samples taken in {rounds} interleaved passes, after {warmup} warm-up calls"
+                f"{statistic} of {repeats} samples taken in {rounds} interleaved passes, after {warmup} warm-up calls"
             ),
             "profiling_seconds": round(elapsed, 1),
             "fallback": (
@@ -427,8 +437,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=100, help="timing samples (the median is kept)")
     parser.add_argument("--max-blocks", type=int, default=None, help="profile only this many blocks (quick runs)")
-    parser.add_argument("--overhead-archs", type=int, default=8, help="onnxruntime: random networks measured to fit the per-network overhead")
+    parser.add_argument(
+        "--overhead-archs",
+        type=int,
+        default=8,
+        help="onnxruntime: random networks measured to fit the per-network overhead",
+    )
     parser.add_argument("--rounds", type=int, default=10, help="interleaved passes the samples are spread over")
+    parser.add_argument(
+        "--statistic",
+        default="p10",
+        choices=STATISTICS,
+        help="figure kept from each part's timing samples (p10 = 10th percentile, steady under changing load)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="output path (default: <user target dir>/<name>.json)")
     parser.add_argument("--no-progress", action="store_true")
@@ -448,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             args.rounds,
             args.seed,
             progress=not args.no_progress,
+            statistic=args.statistic,
             log=print,
         )
         path = target.save(out)

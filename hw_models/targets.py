@@ -17,6 +17,7 @@ import math
 import os
 import re
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -139,12 +140,14 @@ class LookupTable:
     batch_size: int
     overhead_ms: float
     parts: Mapping[str, Mapping[tuple, float]]
+    statistic: str = "median"  # which figure of the timing samples the table holds
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "runtime": self.runtime,
             "threads": self.threads,
             "batch_size": self.batch_size,
+            "statistic": self.statistic,
             "overhead_ms": round(self.overhead_ms, 6),
         }
         for kind, names in PART_KEYS.items():
@@ -219,8 +222,23 @@ class LatencyTarget:
         cached = self._cache.get(spec)
         if cached is not None:
             return cached
-        table = self.lookup is not None
-        value = sum(ms for _, ms, _ in self.breakdown(spec)) if table else self.op_model_ms(spec)
+        if self.lookup is None:
+            value = self.op_model_ms(spec)
+        else:
+            rows = self.breakdown(spec)
+            value = sum(ms for _, ms, _ in rows)
+            missing = sum(src == "model" for _, _, src in rows)
+            if missing and not self._cache.get("_warned"):
+                self._cache["_warned"] = True
+                space = self.provenance.get("space", "?")
+                warnings.warn(
+                    f"latency target {self.name!r}: {missing} of {len(rows)} parts of {spec} are not in its lookup "
+                    f"table (profiled for space {space!r}) and come from the fallback per-op model, which "
+                    "extrapolates poorly far from the profiled layers; profile your space with "
+                    f"`python -m hw_models.profile --target-name {self.name} --space SPACE` (warned once per target)",
+                    UserWarning,
+                    stacklevel=3,
+                )
         with self._lock:
             if len(self._cache) >= 65536:
                 self._cache.clear()
@@ -352,6 +370,9 @@ def _parse_lookup(data: Any, bad) -> LookupTable:
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise bad(f"lookup.{label} must be an integer >= 1, but got {v!r}")
     overhead = _number(data.get("overhead_ms", 0.0), "lookup.overhead_ms", bad)
+    statistic = data.get("statistic", "median")
+    if statistic not in ("median", "p10", "min", "mean"):
+        raise bad(f"lookup.statistic must be one of median, p10, min, mean, but got {statistic!r}")
     parts: dict[str, dict[tuple, float]] = {}
     for kind, names in PART_KEYS.items():
         section = data.get(kind, {"columns": [*names, "ms"], "rows": []})
@@ -381,7 +402,9 @@ def _parse_lookup(data: Any, bad) -> LookupTable:
                     raise bad(f"lookup.{kind}.rows[{i}] {n} has the wrong type or value: {v!r}")
             table[key] = ms
         parts[kind] = table
-    return LookupTable(runtime=runtime, threads=threads, batch_size=batch, overhead_ms=overhead, parts=parts)
+    return LookupTable(
+        runtime=runtime, threads=threads, batch_size=batch, overhead_ms=overhead, parts=parts, statistic=statistic
+    )
 
 
 # ---- finding and loading ---------------------------------------------------------------------

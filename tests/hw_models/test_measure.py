@@ -57,7 +57,11 @@ def test_bad_arguments_are_value_errors(kwargs, match):
 def test_statistics_from_samples():
     m = LatencyMeasurement.from_samples([1.0, 2.0, 3.0, 4.0, 100.0], 3, "torch", 1)
     assert m.median_ms == 3.0 and m.iqr_ms == 2.0 and m.min_ms == 1.0 and m.mean_ms == 22.0
+    assert m.p10_ms == pytest.approx(1.4)
     assert m.rel_spread == pytest.approx(2 / 3)
+    assert [m.value(s) for s in ("median", "p10", "min", "mean")] == [3.0, m.p10_ms, 1.0, 22.0]
+    with pytest.raises(ValueError, match="statistic"):
+        m.value("max")
 
 
 def test_time_callable_counts_calls():
