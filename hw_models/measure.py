@@ -2,8 +2,10 @@
 
 Each of ``repeats`` samples times ``number`` back-to-back calls (``number`` is chosen so a sample
 lasts about ``sample_ms``: long enough for the timer's resolution, short enough that on a shared
-machine most samples fit between two preemptions, so the median is a clean figure); the figure reported is the median over samples of the per-call time, with the
-inter-quartile range as the spread. The garbage collector is paused while timing, as ``timeit`` does.
+machine most samples fit between two preemptions). The headline figure is the median over samples
+of the per-call time, with the inter-quartile range as the spread; the 10th percentile
+(``p10_ms``, the undisturbed speed) is reported too. The garbage collector is paused while
+timing, as ``timeit`` does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """``python -m hw_models.profile --target-name host``: build a latency target for this machine.
 
 Measures every part a search space can contain (stem, each distinct inverted-residual block,
-head, pool + classifier) on this machine with the chosen runtime and thread count, fits the per-op
-model to the same measurements (the fallback for parts not in the table), measures a few whole
-networks to fit the per-network overhead, and writes a target JSON (by default into the user
-target directory, so ``--target NAME`` finds it).
+head, pool + classifier) on this machine with the chosen runtime and thread count: with PyTorch
+inside a set of whole networks that together contain every part (so parts see the caches and call
+overheads of a real forward pass), with ONNX Runtime each part exported and timed in its own
+session. Fits the per-network overhead (end to end minus the sum of parts) and the per-op model
+to the same measurements (the fallback for parts not in the table), and writes a target JSON (by
+default into the user target directory, so ``--target NAME`` finds it).
 """
 
 from __future__ import annotations
@@ -309,7 +311,8 @@ def profile_target(
         raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
-    for label, value, minimum in (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 3)):
+    checks = (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 3), ("rounds", rounds, 1))
+    for label, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{label} must be an integer >= {minimum}, but got {value!r}")
     if max_blocks is not None and (isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1):
@@ -318,7 +321,8 @@ def profile_target(
         raise ValueError(f"overhead_archs must be an integer >= 1, but got {overhead_archs!r}")
     space = get_space(space)
     rng = np.random.default_rng(seed)
-    parts = space_parts(space)
+    all_parts = space_parts(space)
+    parts = list(all_parts)
     blocks = [p for p in parts if p.kind == "blocks"]
     total_blocks = len(blocks)
     if max_blocks is not None and max_blocks < len(blocks):
@@ -329,7 +333,7 @@ def profile_target(
     desc = f"profiling {space.name} ({runtime}, {threads} thread)"
     if runtime == "torch":
         needed = {(p.kind, p.key) for p in parts}
-        specs = covering_networks(space_parts(space), needed, space, seed)
+        specs = covering_networks(all_parts, needed, space, seed)
         measured, e2e = measure_in_context(specs, threads, warmup, repeats, rounds, seed, progress, desc, statistic)
         method = (
             f"every part timed inside {len(specs)} whole networks that together contain them (clock readings "
@@ -355,7 +359,7 @@ def profile_target(
             f"every part exported and timed in its own session, minus the cost of an empty session.run "
             f"({call_ms:.4f} ms); overhead = median over {len(specs)} random networks of (end to end - sum of parts)"
         )
-    plans = {p.key: p.plan for p in space_parts(space) if p.kind == "blocks"}
+    plans = {p.key: p.plan for p in all_parts if p.kind == "blocks"}
     rows_x: dict[int, list[np.ndarray]] = {t: [] for t in TILES}
     rows_y: list[float] = []
     for kind, table in measured.items():

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.arch import ArchSpec, BlockPlan, atomic_write_text, block_plan, conv_out_size, final_size
+from search_spaces.arch import ArchSpec, BlockPlan, atomic_write_text, block_plan, final_size
 
 from .opmodel import (
     FEATURE_DOCS,
@@ -109,25 +109,6 @@ def part_features(kind: str, key: tuple, tile: int, plan: BlockPlan | None = Non
     return classifier_features(key[0], key[2])
 
 
-def plan_from_block_key(key: tuple) -> BlockPlan:
-    """A ``BlockPlan`` carrying the fields of a block lookup key (stage/index set to 0)."""
-    d = dict(zip(BLOCK_KEY, key))
-    return BlockPlan(
-        stage=0,
-        index=0,
-        in_channels=d["in_channels"],
-        out_channels=d["out_channels"],
-        hidden=d["hidden"],
-        expansion=max(1, d["hidden"] // d["in_channels"]),
-        kernel_size=d["kernel_size"],
-        stride=d["stride"],
-        in_size=d["in_size"],
-        out_size=conv_out_size(d["in_size"], d["stride"]),
-        residual=d["residual"],
-        wide_shortcut=d["wide_shortcut"],
-    )
-
-
 @dataclass(frozen=True)
 class LookupTable:
     """Measured latency (ms) of every part a search space can contain, on one device/runtime.
@@ -188,6 +169,7 @@ class LatencyTarget:
     description: str = ""
     source: str | None = None  # file it was loaded from
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _warned: set = field(default_factory=set, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     # ---- prediction --------------------------------------------------------------------------
@@ -228,8 +210,8 @@ class LatencyTarget:
             rows = self.breakdown(spec)
             value = sum(ms for _, ms, _ in rows)
             missing = sum(src == "model" for _, _, src in rows)
-            if missing and not self._cache.get("_warned"):
-                self._cache["_warned"] = True
+            if missing and not self._warned:
+                self._warned.add("fallback")
                 space = self.provenance.get("space", "?")
                 warnings.warn(
                     f"latency target {self.name!r}: {missing} of {len(rows)} parts of {spec} are not in its lookup "
@@ -530,7 +512,6 @@ __all__ = [
     "LookupTable",
     "block_key",
     "part_features",
-    "plan_from_block_key",
     "check_target_name",
     "clear_cache",
     "dumps",
