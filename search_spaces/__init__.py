@@ -12,6 +12,7 @@ from .arch import (
     parse_arch,
 )
 from .builder import InvertedResidual, InvertedResidualNet, build_model, example_input
+from .export import export_onnx
 from .mobilenet import mobilenet_v2
 from .space import SearchSpace, StageChoices, sample_spec
 from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_imagenet, proxy_digits
@@ -30,6 +31,7 @@ __all__ = [
     "build_model",
     "conv_out_size",
     "example_input",
+    "export_onnx",
     "final_size",
     "get_space",
     "hidden_channels",

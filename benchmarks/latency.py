@@ -1,0 +1,178 @@
+"""Latency cost model benchmark: ``python -m benchmarks.latency`` (from the repository root).
+
+Prints in one run:
+1. ``pixel``: leave-one-out MAPE over the 16 fitting rows, MAPE on the 6 held-out published rows,
+   and the same two figures for "latency proportional to MAdds";
+2. ``host``: predicted vs measured end-to-end latency of random architectures of the target's
+   search space (same runtime and threads as the target was profiled with): MAPE and the share
+   within +-10% (nn-Meter's metric);
+3. measurement spread: the median IQR/median of one measurement, and the run-to-run variation of
+   the median over repeated measurements of the same networks;
+4. the cost of one ``predict_latency_ms`` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from hw_models import count_madds, load_target, measure_many, predict_latency_ms
+from hw_models.opmodel import fit_nnls
+from hw_models.predict import pixel_reference_data, reference_rows
+from search_spaces import block_plan, get_space, mobilenet_v2
+
+
+def mape(pred, true) -> float:
+    pred, true = np.asarray(pred, float), np.asarray(true, float)
+    return float(100 * np.mean(np.abs(pred - true) / true))
+
+
+def pixel_section() -> None:
+    target = load_target("pixel")
+    specs, latencies = pixel_reference_data()
+    held = reference_rows("mobilenet_v2_pixel1_heldout.csv")
+    held_specs = [mobilenet_v2(float(r["width_mult"]), int(r["resolution"])) for r in held]
+    held_ms = [float(r["pixel1_ms"]) for r in held]
+    print("== pixel (TF-Lite float, Pixel 1 big core) ==")
+    print(f"fitted on {len(specs)} rows; tile {target.tile}; coefficients:")
+    for name, value in zip(
+        ("gemm_macs", "gemm_weights", "dw_macs", "dw_input", "fc_weights", "activations", "layers"), target.coefficients
+    ):
+        print(f"  {name:>13s} {value:.4g} ms")
+    print(
+        f"leave-one-out MAPE (nested over the tile choice): {target.fit['cv_mape_pct']:.2f}% (max {target.fit['cv_max_ape_pct']:.1f}%)"
+    )
+    pred = [predict_latency_ms(s, target) for s in held_specs]
+    print(f"held-out published rows (not fitted): MAPE {mape(pred, held_ms):.2f}%")
+    for r, p, y in zip(held, pred, held_ms):
+        print(
+            f"  {r['width_mult']:>5s}@{r['resolution']:<3s} published {y:6.1f} ms  predicted {p:6.1f} ms  {100 * (p - y) / y:+5.1f}%"
+        )
+    # baseline: latency = a * MAdds, fitted the same way (relative least squares)
+    x = np.array([[count_madds(s)] for s in specs], float)
+    y = np.array(latencies)
+    loo = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        a = fit_nnls(x[keep], y[keep])
+        loo.append(abs(x[i] @ a - y[i]) / y[i])
+    a = fit_nnls(x, y)
+    base_held = [float(count_madds(s) * a[0]) for s in held_specs]
+    print(
+        f"baseline latency ~ MAdds: leave-one-out MAPE {100 * np.mean(loo):.2f}%, held-out MAPE {mape(base_held, held_ms):.2f}%"
+    )
+
+
+def host_section(target_name: str, n: int, seed: int, repeats: int, rounds: int) -> None:
+    target = load_target(target_name)
+    if target.lookup is None:
+        print(f"== {target_name}: not a measured lookup-table target; skipping the end-to-end comparison ==")
+        return
+    runtime, threads = target.lookup.runtime, target.lookup.threads
+    space = get_space(target.provenance.get("space", "proxy-digits"))
+    print(
+        f"\n== {target_name} ({target.provenance.get('device')}; {target.provenance.get('runtime')}; profiled {target.provenance.get('date')}) =="
+    )
+    rng = np.random.default_rng(seed)
+    specs = [space.sample(rng) for _ in range(n)]
+    coverage = np.mean([target.coverage(s) for s in specs])
+    started = time.perf_counter()
+    measured = measure_many(specs, runtime, threads=threads, repeats=repeats, rounds=rounds, progress=True, seed=seed)
+    took = time.perf_counter() - started
+    statistic = target.lookup.statistic
+    y = np.array([m.value(statistic) for m in measured])
+    p = np.array([target.predict(s) for s in specs])
+    err = (p - y) / y
+    print(
+        f"{n} random architectures of {space.name} (seed {seed}), {runtime}, {threads} thread(s), "
+        f"{statistic} of {repeats} samples in {rounds} interleaved rounds ({took:.0f} s); lookup coverage {100 * coverage:.0f}%"
+    )
+    print(f"measured {y.min():.4f}-{y.max():.4f} ms (median {np.median(y):.4f} ms)")
+    print(
+        f"MAPE {100 * np.mean(np.abs(err)):.2f}%; within +-10%: {100 * np.mean(np.abs(err) <= 0.10):.1f}% "
+        f"({int(np.sum(np.abs(err) <= 0.10))}/{n}); within +-5%: {100 * np.mean(np.abs(err) <= 0.05):.1f}%; "
+        f"max {100 * np.max(np.abs(err)):.1f}%; mean signed {100 * np.mean(err):+.2f}%"
+    )
+    order = np.argsort(y)
+    ranks_true = np.empty(n)
+    ranks_true[order] = np.arange(n)
+    ranks_pred = np.empty(n)
+    ranks_pred[np.argsort(p)] = np.arange(n)
+    print(f"rank correlation (Spearman) predicted vs measured: {np.corrcoef(ranks_true, ranks_pred)[0, 1]:.3f}")
+    spread = np.array([m.rel_spread for m in measured])
+    print(f"\n== measurement spread ({runtime}, {threads} thread(s)) ==")
+    print(
+        f"one measurement: IQR/median of the samples, median over the {n} networks {100 * np.median(spread):.1f}% (max {100 * spread.max():.1f}%)"
+    )
+    k = min(8, n)
+    again = [
+        measure_many(specs[:k], runtime, threads=threads, repeats=repeats, rounds=rounds, seed=seed + r)
+        for r in range(2)
+    ]
+    for stat in ("median", "p10"):
+        table = np.array([[m.value(stat) for m in measured[:k]]] + [[m.value(stat) for m in ms] for ms in again])
+        cv = table.std(axis=0, ddof=1) / table.mean(axis=0)
+        print(
+            f"run to run: the {stat} of {k} networks measured 3 times; coefficient of variation "
+            f"median {100 * np.median(cv):.2f}%, max {100 * cv.max():.2f}%"
+        )
+
+
+def predict_cost_section(seed: int) -> None:
+    print("\n== cost of predict_latency_ms ==")
+    # host on the ImageNet space is outside its profiled space (fallback model): only the cost matters here
+    warnings.filterwarnings("ignore", message="latency target 'host'", category=UserWarning)
+    for space_name in ("proxy-digits", "mobilenetv2-imagenet"):
+        space = get_space(space_name)
+        specs = [space.sample(np.random.default_rng(seed + i)) for i in range(2000)]
+        for name in ("pixel", "host"):
+            block_plan.cache_clear()
+            load_target(name)
+            start = time.perf_counter()
+            for s in specs:
+                predict_latency_ms(s, name)
+            cold = (time.perf_counter() - start) / len(specs) * 1e6
+            start = time.perf_counter()
+            for s in specs:
+                predict_latency_ms(s, name)
+            warm = (time.perf_counter() - start) / len(specs) * 1e6
+            block_plan.cache_clear()
+            for s in specs:
+                block_plan(s)
+            fresh = load_target(name).renamed(name)  # empty result cache, block plans cached
+            start = time.perf_counter()
+            for s in specs:
+                predict_latency_ms(s, fresh)
+            planned = (time.perf_counter() - start) / len(specs) * 1e6
+            print(
+                f"{space_name:>21s} {name:>5s}: new spec {cold:6.1f} us ({planned:5.1f} us when its block_plan is "
+                f"already cached by another cost model); repeated spec {warm:4.1f} us"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", default="host", help="measured target to compare with this machine")
+    parser.add_argument("--archs", type=int, default=40, help="random architectures (>= 30)")
+    parser.add_argument("--seed", type=int, default=2024, help="architecture sampling seed (profiling uses 0)")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--skip-host", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        pixel_section()
+        if not args.skip_host:
+            host_section(args.target, args.archs, args.seed, args.repeats, args.rounds)
+        predict_cost_section(args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+"""``python -m hw_models.profile --target-name host``: build a latency target for this machine.
+
+Measures every part a search space can contain (stem, each distinct inverted-residual block,
+head, pool + classifier) on this machine with the chosen runtime and thread count: with PyTorch
+inside a set of whole networks that together contain every part (so parts see the caches and call
+overheads of a real forward pass), with ONNX Runtime each part exported and timed in its own
+session. Fits the per-network overhead (end to end minus the sum of parts) and the per-op model
+to the same measurements (the fallback for parts not in the table), and writes a target JSON (by
+default into the user target directory, so ``--target NAME`` finds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import itertools
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan
+from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_model
+from search_spaces.space import SearchSpace
+from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
+
+from .measure import RUNTIMES, STATISTICS, runners, summarize, time_interleaved, torch_threads
+from .opmodel import TILES, fit_matrices
+from .targets import (
+    LatencyTarget,
+    LookupTable,
+    check_target_name,
+    part_features,
+    spec_part_keys,
+    user_target_dir,
+)
+
+PART_ORDER = ("stem", "blocks", "head", "classifier")
+
+
+@dataclass(frozen=True)
+class Part:
+    kind: str
+    key: tuple
+    spec: ArchSpec  # a network containing the part
+    plan: BlockPlan | None = None  # blocks only
+
+
+def _context_params(space: SearchSpace, stage: int) -> Iterator[dict[str, Any]]:
+    """Choices of the stages before ``stage`` that can change its blocks: the previous stage's
+    width (its input channels) and, with the ``expansion`` shortcut, what the previous block's
+    expanded tensor looks like (previous expansion, repeats and the width before it)."""
+    if stage == 0:
+        yield {}
+        return
+    prev = space.stages[stage - 1]
+    if "expansion" not in space.shortcuts:
+        for c in prev.channels:
+            yield {f"s{stage - 1}_channels": c}
+        return
+    before = space.stages[stage - 2].channels if stage >= 2 else (None,)
+    for c, t, r, c2 in itertools.product(
+        prev.channels, prev.expansions, {min(prev.repeats), max(prev.repeats)}, before
+    ):
+        params: dict[str, Any] = {f"s{stage - 1}_channels": c, f"s{stage - 1}_expansion": t, f"s{stage - 1}_repeats": r}
+        if c2 is not None:
+            params[f"s{stage - 2}_channels"] = c2
+        yield params
+
+
+def space_parts(space: SearchSpace) -> list[Part]:
+    """Every distinct part any architecture of ``space`` contains, derived with ``block_plan`` on
+    small sets of networks that cover each stage's possible contexts."""
+    base = space.params_from_spec(space.smallest())
+    found: dict[tuple[str, tuple], Part] = {}
+
+    def add(kind: str, key: tuple, spec: ArchSpec, plan: BlockPlan | None = None) -> None:
+        found.setdefault((kind, key), Part(kind, key, spec, plan))
+
+    for resolution, act, shortcut in itertools.product(
+        space.resolutions, space.bottleneck_activations, space.shortcuts
+    ):
+        common = {**base, "resolution": resolution, "bottleneck_activation": act, "shortcut": shortcut}
+        for i, st in enumerate(space.stages):
+            for ctx in _context_params(space, i):
+                for t, c, k in itertools.product(st.expansions, st.channels, st.kernel_sizes):
+                    params = {
+                        **common,
+                        **ctx,
+                        f"s{i}_expansion": t,
+                        f"s{i}_channels": c,
+                        f"s{i}_kernel": k,
+                        f"s{i}_repeats": max(st.repeats),
+                    }
+                    spec = space.spec_from_params(params)
+                    keys = spec_part_keys(spec)
+                    for plan, key in zip(block_plan(spec), keys["blocks"]):
+                        if plan.stage == i:
+                            add("blocks", key, spec, plan)
+                    if i == 0:
+                        add("stem", keys["stem"][0], spec)
+                    if i == len(space.stages) - 1:
+                        add("head", keys["head"][0], spec)
+                        add("classifier", keys["classifier"][0], spec)
+    return sorted(found.values(), key=lambda p: (PART_ORDER.index(p.kind), str(p.key)))
+
+
+class _Tail(nn.Module):
+    """Global pool -> flatten -> dropout -> classifier, as ``InvertedResidualNet.forward`` ends."""
+
+    def __init__(self, pool: nn.Module, dropout: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.pool, self.dropout, self.classifier = pool, dropout, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.pool(x).flatten(1)))
+
+
+class _WideBlock(nn.Module):
+    """A block that receives the previous block's expanded tensor (held as a constant here)."""
+
+    def __init__(self, block: InvertedResidual, wide: torch.Tensor) -> None:
+        super().__init__()
+        self.block = block
+        self.register_buffer("wide", wide)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.forward_wide(x, self.wide)[0]
+
+
+def part_module(part: Part, generator: torch.Generator) -> tuple[nn.Module, tuple[int, ...]]:
+    """The module a part runs and its input shape (batch 1), built by the project's builder."""
+    spec = part.spec
+    if part.kind == "blocks":
+        p = part.plan
+        assert p is not None
+        block = InvertedResidual.from_plan(p, spec.bottleneck_activation)
+        shape = (1, p.in_channels, p.in_size, p.in_size)
+        if p.wide_shortcut:
+            wide = torch.randn((1, p.hidden, p.in_size, p.in_size), generator=generator)
+            return _WideBlock(block, wide).eval(), shape
+        return block.eval(), shape
+    net = build_model(spec).eval()
+    if part.kind == "stem":
+        return net.stem, (1, 3, spec.resolution, spec.resolution)
+    size = part.key[2] if part.kind == "head" else part.key[1]
+    if part.kind == "head":
+        return net.head, (1, spec.stages[-1].channels, size, size)
+    return _Tail(net.pool, net.dropout, net.classifier).eval(), (1, spec.last_channels, size, size)
+
+
+def covering_networks(
+    parts: list[Part], needed: set[tuple[str, tuple]], space: SearchSpace | None = None, seed: int = 0, pool: int = 2000
+) -> list[ArchSpec]:
+    """A small set of networks that together contain every ``(kind, key)`` in ``needed``: greedy
+    set cover over ``pool`` random networks of ``space`` at maximal depth plus the networks that
+    revealed each part (which guarantee a cover exists)."""
+    candidates = list(dict.fromkeys(p.spec for p in parts))
+    if space is not None:
+        rng = np.random.default_rng(seed)
+        deepest = {f"s{i}_repeats": max(st.repeats) for i, st in enumerate(space.stages)}
+        for code in space.sample_codes(rng, pool):
+            params = space.params_from_spec(space.decode(code))
+            candidates.append(space.spec_from_params({**params, **deepest}))
+        candidates = list(dict.fromkeys(candidates))
+    contents = {s: {(k, key) for k, keys in spec_part_keys(s).items() for key in keys} for s in candidates}
+    uncovered, chosen = set(needed), []
+    while uncovered:
+        best = max(candidates, key=lambda s: len(contents[s] & uncovered))
+        gain = contents[best] & uncovered
+        if not gain:
+            raise ValueError(f"no network of the space contains {sorted(uncovered)[:3]}")
+        chosen.append(best)
+        uncovered -= gain
+    return chosen
+
+
+def timed_forward(net: InvertedResidualNet, x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """``InvertedResidualNet.forward`` with a clock reading around each part: stem, every block,
+    head, and pool + classifier (the stamps delimit ``2 + num_blocks + 1`` parts)."""
+    clock = time.perf_counter
+    stamps = [clock()]
+    h = net.stem(x)
+    stamps.append(clock())
+    if net.spec.shortcut == "expansion":
+        wide: torch.Tensor | None = None
+        for block in net.blocks:
+            h, wide = block.forward_wide(h, wide)
+            stamps.append(clock())
+    else:
+        for block in net.blocks:
+            h = block(h)
+            stamps.append(clock())
+    h = net.head(h)
+    stamps.append(clock())
+    out = net.classifier(net.dropout(net.pool(h).flatten(1)))
+    stamps.append(clock())
+    return out, stamps
+
+
+def measure_in_context(
+    specs: list[ArchSpec],
+    threads: int,
+    warmup: int,
+    repeats: int,
+    rounds: int,
+    seed: int,
+    progress: bool,
+    desc: str,
+    statistic: str = "median",
+) -> tuple[dict[str, dict[tuple, float]], list[float]]:
+    """PyTorch: time every part *inside* whole networks (a clock reading between parts of the
+    real forward pass), so that parts see the caches and call overheads they see in a network.
+    Each sample is one plain forward (end-to-end time) followed by one instrumented forward. Samples
+    are taken in ``rounds`` interleaved passes over the networks. Returns the time of every part
+    (``statistic`` over samples, then the median over the networks containing it) and each
+    network's end-to-end time (``statistic`` over samples)."""
+    generator = torch.Generator().manual_seed(seed)
+    nets = [build_model(s).eval() for s in specs]
+    inputs = [torch.randn((1, 3, s.resolution, s.resolution), generator=generator) for s in specs]
+    keys = [spec_part_keys(s) for s in specs]
+    flat_keys = [[(k, key) for k in PART_ORDER for key in ks[k]] for ks in keys]
+    rounds = max(1, min(rounds, repeats))
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    e2e: list[list[float]] = [[] for _ in specs]
+    parts: list[list[np.ndarray]] = [[] for _ in specs]
+    order_rng = np.random.default_rng(seed)
+    clock = time.perf_counter
+    with torch_threads(threads), torch.inference_mode():
+        for net, x in zip(nets, inputs):
+            for _ in range(warmup):
+                net(x)
+        with tqdm(total=rounds * len(nets), desc=desc, disable=not progress) as bar:
+            for r in range(rounds):
+                for i in order_rng.permutation(len(nets)):
+                    net, x = nets[i], inputs[i]
+                    net(x)  # re-warm after the other networks ran
+                    for _ in range(per_round[r]):
+                        start = clock()
+                        net(x)
+                        e2e[i].append((clock() - start) * 1e3)
+                        _, stamps = timed_forward(net, x)
+                        parts[i].append(np.diff(stamps) * 1e3)
+                    bar.update(1)
+    occurrences: dict[tuple[str, tuple], list[float]] = {}
+    for i, fk in enumerate(flat_keys):
+        per_part = np.array(parts[i])
+        figures = [summarize(per_part[:, j], statistic) for j in range(per_part.shape[1])]
+        for key, ms in zip(fk, figures):
+            occurrences.setdefault(key, []).append(float(ms))
+    measured: dict[str, dict[tuple, float]] = {k: {} for k in PART_ORDER}
+    for (kind, key), values in occurrences.items():
+        measured[kind][key] = float(np.median(values))
+    return measured, [summarize(v, statistic) for v in e2e]
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _runtime_version(runtime: str) -> str:
+    if runtime == "torch":
+        return f"PyTorch {torch.__version__} eager, inference_mode"
+    import onnxruntime
+
+    return f"ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider (exported with opset 17)"
+
+
+def profile_target(
+    space: SearchSpace | str = DEFAULT_PROXY_SPACE,
+    target_name: str = "host",
+    runtime: str = "torch",
+    threads: int = 1,
+    warmup: int = 10,
+    repeats: int = 100,
+    max_blocks: int | None = None,
+    overhead_archs: int = 8,
+    rounds: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    statistic: str = "p10",
+    log: Callable[[str], None] | None = None,
+) -> LatencyTarget:
+    """Measure every part of ``space`` on this machine and return the target (not saved).
+
+    ``max_blocks`` measures only a seeded random subset of the blocks (quick runs, tests): the
+    others are then predicted by the per-op model fitted to the measured parts. ``statistic`` is
+    the figure kept from each part's timing samples: ``"p10"`` (10th percentile, the default: the
+    undisturbed speed, which stays put while other processes come and go, see the README) or
+    ``"median"``.
+    """
+    check_target_name(target_name)
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
+    checks = (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 3), ("rounds", rounds, 1))
+    for label, value, minimum in checks:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{label} must be an integer >= {minimum}, but got {value!r}")
+    if max_blocks is not None and (isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1):
+        raise ValueError(f"max_blocks must be an integer >= 1, but got {max_blocks!r}")
+    if isinstance(overhead_archs, bool) or not isinstance(overhead_archs, int) or overhead_archs < 1:
+        raise ValueError(f"overhead_archs must be an integer >= 1, but got {overhead_archs!r}")
+    space = get_space(space)
+    rng = np.random.default_rng(seed)
+    all_parts = space_parts(space)
+    parts = list(all_parts)
+    blocks = [p for p in parts if p.kind == "blocks"]
+    total_blocks = len(blocks)
+    if max_blocks is not None and max_blocks < len(blocks):
+        keep = set(rng.choice(len(blocks), size=max_blocks, replace=False).tolist())
+        blocks = [b for i, b in enumerate(blocks) if i in keep]
+        parts = [p for p in parts if p.kind != "blocks"] + blocks
+    started = time.perf_counter()
+    desc = f"profiling {space.name} ({runtime}, {threads} thread)"
+    if runtime == "torch":
+        needed = {(p.kind, p.key) for p in parts}
+        specs = covering_networks(all_parts, needed, space, seed)
+        measured, e2e = measure_in_context(specs, threads, warmup, repeats, rounds, seed, progress, desc, statistic)
+        method = (
+            f"every part timed inside {len(specs)} whole networks that together contain them (clock readings "
+            "between the parts of the real forward pass); overhead = median over those networks of "
+            "(end to end - sum of parts)"
+        )
+    else:
+        generator = torch.Generator().manual_seed(seed)
+        items = [part_module(p, generator) for p in parts]
+        specs = [space.sample(rng) for _ in range(overhead_archs)]
+        items += [(build_model(s), (1, 3, s.resolution, s.resolution)) for s in specs]
+        # the fixed cost of one session.run: paid once per network, not once per part
+        items.append((nn.Identity(), (1, 1, 1, 1)))
+        with runners(items, runtime, threads, seed) as fns:
+            timed = time_interleaved(fns, warmup, repeats, rounds, progress=progress, desc=desc, seed=seed)
+        medians = [summarize(s, statistic) for s, _ in timed]
+        call_ms = medians[-1]
+        e2e = medians[len(parts) : len(parts) + len(specs)]
+        measured = {k: {} for k in PART_ORDER}
+        for part, ms in zip(parts, medians):
+            measured[part.kind][part.key] = max(0.0, ms - call_ms)
+        method = (
+            f"every part exported and timed in its own session, minus the cost of an empty session.run "
+            f"({call_ms:.4f} ms); overhead = median over {len(specs)} random networks of (end to end - sum of parts)"
+        )
+    plans = {p.key: p.plan for p in all_parts if p.kind == "blocks"}
+    rows_x: dict[int, list[np.ndarray]] = {t: [] for t in TILES}
+    rows_y: list[float] = []
+    for kind, table in measured.items():
+        for key, ms in table.items():
+            if ms > 0:
+                for t in TILES:
+                    rows_x[t].append(part_features(kind, key, t, plans.get(key) if kind == "blocks" else None))
+                rows_y.append(ms)
+    if len(rows_y) < 2:
+        raise ValueError(
+            f"only {len(rows_y)} parts had a measurable latency; cannot fit the fallback model (raise --max-blocks)"
+        )
+    coef, tile, report = fit_matrices({t: np.array(v) for t, v in rows_x.items()}, rows_y)
+    lookup = LookupTable(runtime, threads, 1, 0.0, measured, statistic)
+    draft = LatencyTarget(
+        name=target_name, coefficients=tuple(float(c) for c in coef), tile=tile, provenance={}, lookup=lookup
+    )
+    # per-network overhead: median of (measured end to end - sum of parts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # parts left out by max_blocks use the fallback
+        overhead = float(np.median([y - draft.predict(s) for s, y in zip(specs, e2e)]))
+        lookup = LookupTable(runtime, threads, 1, overhead, measured, statistic)
+        final = draft.renamed(target_name, lookup=lookup)
+        errors = [abs(final.predict(s) - y) / y for s, y in zip(specs, e2e)]
+    elapsed = time.perf_counter() - started
+    n_measured = sum(len(v) for v in measured.values())
+    target = final.renamed(
+        target_name,
+        description=(
+            f"This machine ({_cpu_name()}), {_runtime_version(runtime)}, {threads} thread(s), batch 1. "
+            "Measured per-part lookup table for the search space below; re-profile on your own machine "
+            f"with `python -m hw_models.profile --target-name NAME`."
+        ),
+        provenance={
+            "device": _cpu_name(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "runtime": _runtime_version(runtime),
+            "threads": threads,
+            "date": _dt.datetime.now().isoformat(timespec="seconds"),
+            "space": space.name,
+            "parts_measured": n_measured,
+            "blocks_measured": len(measured["blocks"]),
+            "blocks_in_space": total_blocks,
+            "method": method,
+            "timing": (
+                f"{statistic} of {repeats} samples taken in {rounds} interleaved passes, after {warmup} warm-up calls"
+            ),
+            "profiling_seconds": round(elapsed, 1),
+            "fallback": (
+                "parts not in the lookup table are predicted by the per-op model (model.coefficients) "
+                "fitted to the measured parts"
+            ),
+        },
+        fit={
+            "fallback_model": {**report, "fitted_on": f"{len(rows_y)} measured parts"},
+            "overhead": {
+                "networks": len(specs),
+                "overhead_ms": round(overhead, 6),
+                "end_to_end_mape_pct_on_those_networks": round(100 * float(np.mean(errors)), 3),
+            },
+        },
+    )
+    if log is not None:
+        log(
+            f"measured {n_measured} parts ({len(measured['blocks'])}/{total_blocks} blocks) in {elapsed:.0f} s; "
+            f"fallback per-op model {report['cv']} MAPE {report['cv_mape_pct']:.1f}% over parts; "
+            f"overhead {overhead:.4f} ms"
+        )
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hw_models.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target-name", required=True, help="name to save the target under (e.g. host)")
+    parser.add_argument("--space", default=DEFAULT_PROXY_SPACE, help="search space name or JSON path")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=100, help="timing samples (the median is kept)")
+    parser.add_argument("--max-blocks", type=int, default=None, help="profile only this many blocks (quick runs)")
+    parser.add_argument(
+        "--overhead-archs",
+        type=int,
+        default=8,
+        help="onnxruntime: random networks measured to fit the per-network overhead",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved passes the samples are spread over")
+    parser.add_argument(
+        "--statistic",
+        default="p10",
+        choices=STATISTICS,
+        help="figure kept from each part's timing samples (p10 = 10th percentile, steady under changing load)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="output path (default: <user target dir>/<name>.json)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        check_target_name(args.target_name)
+        out = Path(args.out) if args.out else user_target_dir() / f"{args.target_name}.json"
+        target = profile_target(
+            args.space,
+            args.target_name,
+            args.runtime,
+            args.threads,
+            args.warmup,
+            args.repeats,
+            args.max_blocks,
+            args.overhead_archs,
+            args.rounds,
+            args.seed,
+            progress=not args.no_progress,
+            statistic=args.statistic,
+            log=print,
+        )
+        path = target.save(out)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"saved latency target {args.target_name!r} to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

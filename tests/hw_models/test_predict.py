@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import csv
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hw_models import count_madds, count_params, fit_pixel_target, load_target, predict_latency_ms
+from hw_models.opmodel import (
+    FEATURES,
+    block_features,
+    classifier_features,
+    fit_nnls,
+    head_features,
+    loo_relative_errors,
+    spec_features,
+    stem_features,
+)
+from hw_models.predict import main, pixel_reference_data
+from hw_models.targets import LatencyTarget
+from search_spaces import SPACES, block_plan, final_size, get_space, mobilenet_v2
+
+
+def heldout_rows() -> list[dict[str, str]]:
+    path = resources.files("hw_models") / "reference" / "mobilenet_v2_pixel1_heldout.csv"
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("row", heldout_rows(), ids=lambda r: f"{r['width_mult']}@{r['resolution']}")
+def test_heldout_published_rows_madds_and_params(row):
+    # held-out rows of the TF-slim table (never fitted): golden values for the analytic counts
+    spec = mobilenet_v2(float(row["width_mult"]), int(row["resolution"]))
+    assert count_madds(spec) // 10**6 == int(row["madds_m"])
+    assert round(count_params(spec) / 1e6, 2) == float(row["params_m"])
+
+
+def test_heldout_rows_are_not_in_the_fitting_data():
+    specs, _ = pixel_reference_data()
+    held = {mobilenet_v2(float(r["width_mult"]), int(r["resolution"])) for r in heldout_rows()}
+    assert len(specs) == 16 and not held & set(specs)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+@pytest.mark.parametrize("tile", [1, 16])
+def test_network_features_are_the_sum_of_its_parts(name, tile, rng):
+    for _ in range(5):
+        for shortcut in ("bottleneck", "expansion"):
+            s = get_space(name).sample(rng).replace(shortcut=shortcut)
+            parts = stem_features(s.resolution, s.stem_channels, s.stem_stride, tile)
+            parts = parts + sum(block_features(p, tile) for p in block_plan(s))
+            parts = parts + head_features(s.stages[-1].channels, s.last_channels, final_size(s), tile)
+            parts = parts + classifier_features(s.last_channels, s.num_classes)
+            np.testing.assert_array_equal(parts, spec_features(s, tile))
+
+
+def test_gemm_macs_equal_conv_madds_without_tiling():
+    spec = mobilenet_v2()
+    f = dict(zip(FEATURES, spec_features(spec, 1)))
+    assert f["gemm_macs"] + f["dw_macs"] + f["fc_weights"] == count_madds(spec)
+
+
+def test_nnls_recovers_non_negative_coefficients(rng):
+    x = rng.uniform(1, 10, size=(30, 3))
+    y = x @ np.array([0.5, 0.0, 2.0])
+    np.testing.assert_allclose(fit_nnls(x, y), [0.5, 0.0, 2.0], atol=1e-9)
+    assert np.max(np.abs(loo_relative_errors(x, y))) < 1e-9
+    assert np.all(fit_nnls(x, x @ np.array([1.0, -1.0, 1.0]) + 20) >= 0)
+
+
+def test_shipped_pixel_target_is_the_fit_of_the_reference_table():
+    shipped = load_target("pixel")
+    fresh = fit_pixel_target(date=shipped.provenance["date"])
+    assert shipped.tile == fresh.tile
+    np.testing.assert_allclose(shipped.coefficients, fresh.coefficients, rtol=1e-9, atol=0)
+    assert shipped.fit == json.loads(json.dumps(fresh.fit))
+    assert shipped.lookup is None and shipped.fit["rows"] == 16
+    assert all(c >= 0 for c in shipped.coefficients)
+
+
+def test_pixel_fits_its_own_table_closely():
+    specs, latencies = pixel_reference_data()
+    errors = [abs(predict_latency_ms(s) - y) / y for s, y in zip(specs, latencies)]
+    assert np.mean(errors) < 0.05
+
+
+def test_predict_accepts_names_paths_strings_and_targets(tmp_path):
+    spec = mobilenet_v2(0.5, 160)
+    value = predict_latency_ms(spec)
+    target = load_target("pixel")
+    path = target.save(tmp_path / "copy.json")
+    assert predict_latency_ms(spec, target) == value
+    assert predict_latency_ms(spec, str(path)) == pytest.approx(value)
+    assert predict_latency_ms(spec, path) == pytest.approx(value)
+    assert predict_latency_ms(str(spec), "pixel") == value
+    assert value > 0
+
+
+# ---- monotonicity: more expansion, width, repeats, kernel or resolution never predicts faster -----
+MONOTONE_PREFIXES = ("resolution", "_expansion", "_channels", "_repeats", "_kernel")
+
+
+def assert_monotone(space, code, predict) -> None:
+    dims = space.dimensions()
+    base = space.decode(code)
+    before = predict(base)
+    for d, (name, choices) in enumerate(dims):
+        if not name.endswith(MONOTONE_PREFIXES) and name != "resolution":
+            continue
+        order = np.argsort(choices)
+        rank = list(order).index(code[d])
+        if rank + 1 < len(choices):
+            bigger = np.array(code)
+            bigger[d] = order[rank + 1]
+            after = predict(space.decode(bigger))
+            assert after >= before * (1 - 1e-12), (name, choices[code[d]], choices[bigger[d]], before, after)
+
+
+def refit_target() -> LatencyTarget:
+    """A target whose every coefficient is positive (the pixel fit zeroes some)."""
+    pixel = load_target("pixel")
+    return pixel.renamed("all-positive", coefficients=tuple(c + 1e-9 for c in pixel.coefficients), tile=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), space_name=st.sampled_from(sorted(SPACES)))
+def test_predictions_are_monotone(seed, space_name):
+    space = get_space(space_name)
+    code = space.sample_codes(np.random.default_rng(seed), 1)[0]
+    assert_monotone(space, code, lambda s: predict_latency_ms(s, "pixel"))
+    other = refit_target()
+    assert_monotone(space, code, other.op_model_ms)
+
+
+def test_cli_predicts_and_lists(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("INVRES_NAS_TARGETS", str(tmp_path))
+    assert main(["--arch", "mobilenet_v2", "--width-mult", "0.5", "--resolution", "128", "--breakdown"]) == 0
+    out = capsys.readouterr().out
+    assert "ms on pixel" in out and "network" in out
+    assert main(["--list"]) == 0
+    assert "pixel: Google Pixel 1" in capsys.readouterr().out
+    assert main(["--arch", "mobilenet_v2", "--target", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown latency target 'nope'") and err.count("\n") == 1
+    assert main(["--write-pixel-target", str(tmp_path / "p.json")]) == 0
+    assert load_target(tmp_path / "p.json").coefficients == load_target("pixel").coefficients
