@@ -147,4 +147,5 @@ def test_cli_predicts_and_lists(capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown latency target 'nope'") and err.count("\n") == 1
     assert main(["--write-pixel-target", str(tmp_path / "p.json")]) == 0
-    assert load_target(tmp_path / "p.json").coefficients == load_target("pixel").coefficients
+    # refitted from the same rows; the solver may differ from the shipped file in the last bit
+    assert load_target(tmp_path / "p.json").coefficients == pytest.approx(load_target("pixel").coefficients, rel=1e-9)
