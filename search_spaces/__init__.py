@@ -16,6 +16,7 @@ from .export import export_onnx
 from .mobilenet import mobilenet_v2
 from .space import SearchSpace, StageChoices, sample_spec
 from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_imagenet, proxy_digits
+from .supernet import Supernet
 
 __all__ = [
     "ArchSpec",
@@ -27,6 +28,7 @@ __all__ = [
     "SearchSpace",
     "StageChoices",
     "StageSpec",
+    "Supernet",
     "block_plan",
     "build_model",
     "conv_out_size",

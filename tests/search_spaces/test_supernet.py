@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from search_spaces import SPACES, SearchSpace, StageChoices, build_model, get_space
+from search_spaces.supernet import Supernet
+
+
+def options_space() -> SearchSpace:
+    """A small space with every block option, expansion 1 among the choices, and 3/5/7 kernels."""
+    return SearchSpace(
+        name="options",
+        resolutions=(12, 16),
+        stem_channels=8,
+        stages=(
+            StageChoices(expansions=(1, 3), channels=(8, 12), repeats=(1, 2), kernel_sizes=(3, 5, 7), stride=1),
+            StageChoices(expansions=(1, 2, 4), channels=(12, 16), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(2, 6), channels=(16, 24), repeats=(1, 2), kernel_sizes=(3,), stride=2),
+        ),
+        last_channels=32,
+        num_classes=5,
+        bottleneck_activations=("linear", "relu6"),
+        shortcuts=("bottleneck", "expansion", "none"),
+    )
+
+
+def perturbed_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
+    """A supernet whose batch-norm parameters and statistics are not the identity, so that
+    slicing them wrongly shows."""
+    torch.manual_seed(seed)
+    supernet = Supernet(space)
+    with torch.no_grad():
+        for m in supernet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return supernet.eval()
+
+
+SMALL_SPACES = [options_space(), get_space("proxy-digits")]
+
+
+@pytest.mark.parametrize("space", SMALL_SPACES, ids=lambda s: s.name)
+def test_extracted_model_equals_supernet(space):
+    supernet = perturbed_supernet(space)
+    rng = np.random.default_rng(0)
+    for spec in [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(25))]:
+        model = supernet.extract(spec).eval()
+        x = torch.randn(3, 3, spec.resolution, spec.resolution)
+        with torch.no_grad():
+            diff = (supernet(x, spec) - model(x)).abs().max().item()
+        assert diff <= 1e-5, spec.to_string()
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.data())
+def test_extraction_property_on_random_specs(data):
+    space = data.draw(st.sampled_from(SMALL_SPACES))
+    code = [data.draw(st.integers(0, int(k) - 1)) for k in space.cardinalities]
+    spec = space.decode(code)
+    supernet = perturbed_supernet(space, seed=1)
+    x = torch.randn(2, 3, spec.resolution, spec.resolution)
+    with torch.no_grad():
+        assert (supernet(x, spec) - supernet.extract(spec).eval()(x)).abs().max().item() <= 1e-5
+
+
+def test_imagenet_space_extraction_at_low_resolution():
+    space = dataclasses.replace(get_space("mobilenetv2-imagenet"), resolutions=(64,))  # keep the test light
+    supernet = perturbed_supernet(space)
+    spec = space.sample(np.random.default_rng(3))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (supernet(x, spec) - supernet.extract(spec).eval()(x)).abs().max().item() <= 1e-5
+
+
+def test_extracted_model_is_a_plain_build_model_network():
+    space = options_space()
+    spec = space.sample(np.random.default_rng(1))
+    model = perturbed_supernet(space).extract(spec)
+    reference = build_model(spec)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    assert all(a.shape == b.shape for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_supernet_holds_the_largest_choices():
+    space = get_space("proxy-digits")
+    supernet = Supernet(space)
+    largest = build_model(space.largest())
+    # The largest network is the supernet minus nothing but unused expansion convs of t=1 stages.
+    assert sum(p.numel() for p in supernet.parameters()) == sum(p.numel() for p in largest.parameters())
+
+
+def test_forward_leaves_no_state_behind():
+    """The active architecture is an argument: running another spec in between changes nothing."""
+    space = options_space()
+    supernet = perturbed_supernet(space)
+    rng = np.random.default_rng(2)
+    a, b = space.sample(rng), space.sample(rng)
+    x = torch.randn(2, 3, a.resolution, a.resolution)
+    with torch.no_grad():
+        first = supernet(x, a)
+        supernet(torch.randn(2, 3, b.resolution, b.resolution), b)
+        assert torch.equal(first, supernet(x, a))
+
+
+def test_smaller_kernel_is_the_centre_of_the_largest():
+    space = options_space()
+    supernet = Supernet(space)
+    dw = supernet.stages[0][0].depthwise
+    assert torch.equal(dw.sliced_weight(8, 8, 3), dw.conv.weight[:8, :, 2:5, 2:5])
+    with pytest.raises(ValueError, match="kernel size 9 is not available"):
+        dw.sliced_weight(8, 8, 9)
+
+
+def test_training_updates_only_the_active_slice():
+    space = options_space()
+    supernet = Supernet(space).train()
+    spec = space.smallest()
+    before = {k: v.clone() for k, v in supernet.state_dict().items()}
+    supernet(torch.randn(4, 3, spec.resolution, spec.resolution), spec).sum().backward()
+    stem = supernet.stem.bn
+    assert not torch.equal(stem.running_mean, before["stem.bn.running_mean"])  # in place, through the slice
+    project = supernet.stages[2][0].project
+    grad = project.conv.weight.grad
+    out, hidden = spec.stages[2].channels, spec.stages[1].channels * spec.stages[2].expansion
+    assert grad[:out, :hidden].abs().sum() > 0
+    assert grad[out:].abs().sum() == 0 and grad[:, hidden:].abs().sum() == 0
+    assert supernet.stages[1][2].project.conv.weight.grad is None  # dropped trailing block
+
+
+def test_spec_outside_the_space_is_a_clear_error():
+    space = get_space("proxy-digits")
+    supernet = Supernet(space)
+    spec = space.largest().replace(resolution=40)
+    with pytest.raises(ValueError, match="resolution=40 is not one of"):
+        supernet.extract(spec)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_every_shipped_space_builds(name):
+    Supernet(get_space(name))
