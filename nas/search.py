@@ -1,0 +1,420 @@
+"""``python -m nas.search --target pixel``: multi-objective architecture search, end to end.
+
+Trains (or reuses) a weight-sharing supernet on the data, searches the space with Optuna (or Ray
+Tune) for architectures that are accurate and cheap on the target, and writes a run folder:
+config.json, trials.csv, pareto.csv, best/ (arch.json, model.pt, model.onnx), report.md,
+pareto.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search_spaces import SearchSpace, get_space
+
+from .analysis import pareto_front
+from .baselines import mobilenet_v2_family
+from .config import CONSTRAINTS, ENGINES, SAMPLERS, SELECTIONS, SearchConfig
+from .objectives import METRICS, CandidateEvaluator, CostModel, check_feasible
+from .report import compare_with_baselines, format_front, plot_pareto, select_best, write_report
+from .run_dir import (
+    CONFIG_FILE,
+    atomic_write_csv,
+    atomic_write_json,
+    file_lock,
+    git_commit,
+    now_iso,
+    package_versions,
+    read_json,
+    timestamp,
+)
+from .study import open_study, quiet_optuna_experimental_warnings, run_worker, trials_table
+
+DEFAULT_RUNS_ROOT = Path("runs")
+LOCK_FILE = ".lock"
+
+
+class UsageError(ValueError):
+    """Bad arguments or inputs: reported in one line, exit code 2."""
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    trials: pd.DataFrame
+    front: pd.DataFrame
+    best: pd.Series | None
+    summary: str
+
+
+# ---- run folder ------------------------------------------------------------------------------
+def default_run_dir(config: SearchConfig) -> Path:
+    target = Path(config.target).stem if config.target.endswith(".json") else config.target
+    return DEFAULT_RUNS_ROOT / f"{target}-{timestamp()}"
+
+
+def prepare_run_dir(config: SearchConfig, space: SearchSpace, argv: list[str] | None) -> Path:
+    """Create the run folder, or check that an existing one holds the same search and can be
+    continued. Nothing in an existing folder is touched before the check passes."""
+    run_dir = Path(config.out) if config.out else default_run_dir(config)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file, not a folder; choose a folder path")
+    config_path = run_dir / CONFIG_FILE
+    if config_path.exists():
+        saved = read_json(config_path, "run config")
+        if not isinstance(saved, dict) or "args" not in saved or "space" not in saved:
+            raise UsageError(f"{config_path} is not an invres-nas run config; use another --out")
+        previous = saved["args"]
+        mismatched = [
+            key
+            for key in ("target", "data", "objectives", "memory_policy", "split_t", *CONSTRAINTS)
+            if previous.get(key) != config.to_dict().get(key)
+        ]
+        if not _same_space(saved["space"], space):
+            mismatched.insert(0, "space")
+        if mismatched:
+            details = ", ".join(
+                f"{k}: {previous.get(k)!r} -> {config.to_dict().get(k)!r}" for k in mismatched if k != "space"
+            )
+            raise UsageError(
+                f"{run_dir} holds a search with a different {', '.join(mismatched)}"
+                + (f" ({details})" if details else "")
+                + "; resume it with the same arguments or use a new --out"
+            )
+        saved.setdefault("resumed", []).append({"at": now_iso(), "argv": argv, "trials": config.trials})
+        saved["args"] = config.to_dict()
+        atomic_write_json(config_path, saved)
+    else:
+        if run_dir.is_dir() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+            raise UsageError(
+                f"--out {run_dir} exists and is not a run folder (no {CONFIG_FILE}); choose an empty or new folder"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            config_path,
+            {
+                "args": config.to_dict(),
+                "argv": argv,
+                "space": space.to_dict(),
+                "seed": config.seed,
+                "created": now_iso(),
+                "versions": package_versions(),
+                "git_commit": git_commit(),
+            },
+        )
+    return run_dir
+
+
+def _same_space(saved: Any, space: SearchSpace) -> bool:
+    try:
+        return SearchSpace.from_dict(saved) == space
+    except (ValueError, TypeError):
+        return False
+
+
+# ---- supernet ----------------------------------------------------------------------------------
+def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir: Path) -> Any:
+    """A trained supernet: ``--supernet PATH`` if given, else the run folder's own checkpoint
+    (training it, or resuming its training, under a lock so concurrent workers train once)."""
+    from .checkpoint import load_supernet
+    from .train import SupernetTrainConfig, train_supernet
+
+    if config.supernet:
+        return load_supernet(config.supernet, space)
+    train_config = SupernetTrainConfig()
+    if config.supernet_epochs is not None:
+        train_config = dataclasses.replace(train_config, epochs=config.supernet_epochs)
+    with file_lock(run_dir / ".supernet.lock"):
+        return train_supernet(
+            space,
+            data,
+            train_config,
+            checkpoint_path=run_dir / "supernet.pt",
+            resume=True,
+            progress=config.progress,
+            seed=config.seed,
+        ).supernet
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+def baseline_table(space: SearchSpace, evaluate: Any) -> pd.DataFrame:
+    rows = []
+    for label, spec in mobilenet_v2_family(space):
+        metrics = evaluate(spec)
+        mult = float(label.split(" x")[1].split(" ")[0])
+        rows.append({"label": label, "width_mult": mult, **metrics, "arch": spec.to_string()})
+    return pd.DataFrame(rows, columns=["label", "width_mult", *METRICS, "arch"])
+
+
+def export_best(run_dir: Path, best: pd.Series, evaluator: CandidateEvaluator, config: SearchConfig) -> list[str]:
+    """best/arch.json, best/deployment.json, best/model.pt (inherited weights, BN recalibrated),
+    best/model.onnx (checked against torch)."""
+    from search_spaces import ArchSpec
+
+    from .export import export_onnx_checked, save_model
+
+    spec = ArchSpec.from_string(best["arch"])
+    folder = run_dir / "best"
+    folder.mkdir(exist_ok=True)
+    spec.to_json(folder / "arch.json")
+    deployment = {
+        "target": config.target,
+        "predicted_latency_ms": float(best["latency_ms"]),
+        "memory_policy": config.memory_policy,
+        "executor": "split" if config.memory_policy == "split" else "standard",
+        "t": config.split_t if config.memory_policy == "split" else 1,
+        "bytes_per_element": 2,
+        "peak_memory_bytes": int(best["peak_memory_bytes"]),
+        "madds": int(best["madds"]),
+        "params": int(best["params"]),
+        "accuracy": float(best["accuracy"]),
+        "trial": int(best["trial"]),
+    }
+    atomic_write_json(folder / "deployment.json", deployment)
+    model = evaluator.subnets.model(spec)
+    save_model(model, spec, folder / "model.pt")
+    written = ["best/arch.json", "best/deployment.json", "best/model.pt"]
+    if config.export_onnx:
+        export_onnx_checked(model, spec, folder / "model.onnx")
+        written.append("best/model.onnx")
+    return written
+
+
+def write_outputs(
+    run_dir: Path,
+    config: SearchConfig,
+    space: SearchSpace,
+    study: Any,
+    evaluator: CandidateEvaluator,
+) -> SearchResult:
+    trials = trials_table(study, space, evaluator.cost_model, config.constraints())
+    atomic_write_csv(run_dir / "trials.csv", trials)
+    objectives = config.directions
+    # Accuracy and latency are always measured, so the front is always reported on them too.
+    front = pareto_front(trials, objectives)
+    atomic_write_csv(run_dir / "pareto.csv", front)
+    baselines = baseline_table(space, evaluator)
+    atomic_write_csv(run_dir / "baselines.csv", baselines)
+    best = select_best(front, objectives, config.select)
+    written = ["config.json", "trials.csv", "pareto.csv", "baselines.csv"]
+    if best is not None:
+        written += export_best(run_dir, best, evaluator, config)
+    comparison = compare_with_baselines(trials, baselines, objectives)
+    plot_pareto(trials, baselines, run_dir / "pareto.png", f"{space.name} on {config.target}: {len(trials)} trials")
+    written.append("pareto.png")
+    states = trials["state"].value_counts().to_dict()
+    counts = {"complete": states.get("COMPLETE", 0), "failed": states.get("FAIL", 0)}
+    done = trials[trials["state"] == "COMPLETE"]
+    counts["infeasible"] = int((~done["feasible"].astype(bool)).sum())
+    usage = usage_lines(run_dir)
+    constraints = config.constraints()
+    write_report(
+        run_dir / "report.md",
+        title=f"Search {run_dir.name}",
+        config_lines=[
+            f"target `{config.target}`, space `{space.name}` ({space.num_architectures():,} architectures), data `{config.data}`",
+            f"engine {config.engine}, sampler {config.sampler}, objectives {', '.join(f'{k} ({d})' for k, d in objectives.items())}, seed {config.seed}",
+            "constraints: " + (", ".join(f"{m} <= {b:g}" for m, b in constraints.items()) or "none"),
+            f"peak memory policy: {config.memory_policy}"
+            + (f" (t = {config.split_t})" if config.memory_policy == "split" else ""),
+        ],
+        counts=counts,
+        front=front,
+        best=best,
+        comparison=comparison,
+        objectives=objectives,
+        baselines=baselines,
+        usage=usage,
+    )
+    written.append("report.md")
+    summary = format_summary(run_dir, front, best, comparison, counts, usage, constraints)
+    return SearchResult(run_dir, trials, front, best, summary)
+
+
+def usage_lines(run_dir: Path) -> list[str]:
+    return [
+        f"python -m nas.export {run_dir} --format onnx          # or json, yaml, torchscript",
+        f"python -m nas.train --arch {run_dir}/best/arch.json   # retrain from scratch (--init supernet to fine-tune)",
+        f"python -c \"from search_spaces import ArchSpec, build_model; m = build_model(ArchSpec.from_json('{run_dir}/best/arch.json'))\"",
+        f"python -c \"import nas; df = nas.load_trials('{run_dir}'); print(nas.pareto_front(df))\"",
+    ]
+
+
+def format_summary(run_dir, front, best, comparison, counts, usage, constraints) -> str:
+    lines = ["", f"trials: {', '.join(f'{k} {v}' for k, v in counts.items())}"]
+    if front.empty:
+        why = " meeting " + ", ".join(f"{m} <= {b:g}" for m, b in constraints.items()) if constraints else ""
+        lines.append(f"no completed trial{why}: nothing exported")
+    else:
+        lines += ["Pareto front:", format_front(front)]
+    if best is not None:
+        lines.append(f"selected: trial {int(best['trial'])}  {best['arch']}")
+    if comparison is not None:
+        lines.append(
+            f"hypervolume: search {comparison.hv_search:.4g} vs MobileNetV2 family {comparison.hv_baseline:.4g}; "
+            f"{comparison.baselines_dominated}/{comparison.baselines_total} baselines dominated"
+        )
+    lines += [
+        f"run folder: {run_dir}  (report.md, pareto.png, trials.csv, best/)",
+        "use it:",
+        *("  " + u for u in usage),
+    ]
+    return "\n".join(lines)
+
+
+# ---- the search ----------------------------------------------------------------------------------
+def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchResult:
+    """Everything ``python -m nas.search`` does, callable from Python. Bad input raises
+    ``UsageError``/``ValueError`` before the run folder is created or changed."""
+    from .data import load_data
+
+    quiet_optuna_experimental_warnings()
+    space = get_space(config.space)
+    cost_model = CostModel.create(config.target, config.memory_policy, config.split_t)
+    check_feasible(space, cost_model, config.constraints())
+    data = load_data(config.data, resolution=max(space.resolutions), seed=config.seed)
+    if getattr(data, "num_classes", space.num_classes) != space.num_classes:
+        raise UsageError(
+            f"the data has {data.num_classes} classes but space {space.name!r} has {space.num_classes}; "
+            "use a space whose num_classes matches the data"
+        )
+    run_dir = prepare_run_dir(config, space, argv)
+    study = open_study(config, space, cost_model, run_dir)
+    supernet = obtain_supernet(config, space, data, run_dir)
+    evaluator = CandidateEvaluator(supernet, data, cost_model)
+    if config.engine == "optuna":
+        run_worker(
+            study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE, progress=config.progress
+        )
+    else:
+        from .ray_engine import run_ray
+
+        run_ray(config, space, study, run_dir)
+    with file_lock(run_dir / LOCK_FILE):
+        return write_outputs(run_dir, config, space, study, evaluator)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (raised, so ``main`` reports it and returns 2)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SearchConfig()
+    p = OneLineParser(
+        prog="python -m nas.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--target",
+        default=d.target,
+        help="latency target: a shipped name (pixel, host), a saved one, or a target file (default pixel)",
+    )
+    p.add_argument("--space", default=d.space, help="search space name or JSON file (default proxy-digits)")
+    p.add_argument(
+        "--data", default=d.data, help="'digits' (embedded), a CIFAR-10 python folder, an image folder or an .npz file"
+    )
+    p.add_argument("--engine", default=d.engine, choices=ENGINES)
+    p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS)
+    p.add_argument(
+        "--objectives",
+        default=",".join(d.objectives),
+        help="comma-separated: accuracy, latency_ms, madds, params, peak_memory_bytes",
+    )
+    p.add_argument("--trials", type=int, default=d.trials, help=f"completed trials to reach (default {d.trials})")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--max-latency-ms", type=float, default=None)
+    p.add_argument("--max-madds", type=float, default=None)
+    p.add_argument("--max-params", type=float, default=None)
+    p.add_argument("--max-memory-kb", type=float, default=None, help="peak activation memory bound in KiB")
+    p.add_argument("--memory-policy", default=d.memory_policy, choices=("bottleneck", "split", "naive"))
+    p.add_argument("--split-t", type=int, default=d.split_t, help="chunks for --memory-policy split")
+    p.add_argument("--select", default=d.select, choices=SELECTIONS, help="which front member to export as best")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default runs/<target>-<timestamp>); re-run with the same --out to continue",
+    )
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved arguments"
+    )
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the run folder)")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: local runtime)")
+    p.add_argument("--ray-workers", type=int, default=d.ray_workers, help="concurrent Ray trials")
+    p.add_argument("--supernet", default=None, help="reuse a trained supernet checkpoint")
+    p.add_argument("--supernet-epochs", type=int, default=None, help="override the supernet training epochs")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> SearchConfig:
+    values = {
+        "target": args.target,
+        "space": args.space,
+        "data": args.data,
+        "engine": args.engine,
+        "sampler": args.sampler,
+        "objectives": args.objectives,
+        "trials": args.trials,
+        "seed": args.seed,
+        "max_latency_ms": args.max_latency_ms,
+        "max_madds": args.max_madds,
+        "max_params": args.max_params,
+        "max_memory_kb": args.max_memory_kb,
+        "memory_policy": args.memory_policy,
+        "split_t": args.split_t,
+        "select": args.select,
+        "out": args.out,
+        "storage": args.storage,
+        "ray_address": args.ray_address,
+        "ray_workers": args.ray_workers,
+        "supernet": args.supernet,
+        "supernet_epochs": args.supernet_epochs,
+        "export_onnx": not args.no_onnx,
+        "progress": not args.no_progress,
+    }
+    if args.resume:
+        saved_path = Path(args.resume) / CONFIG_FILE
+        if not saved_path.is_file():
+            raise UsageError(f"--resume {args.resume} is not a run folder (no {CONFIG_FILE})")
+        saved = read_json(saved_path, "run config")
+        if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+            raise UsageError(f"{saved_path} is not an invres-nas run config")
+        given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in (argv or []) if a.startswith("--")}
+        merged = dict(saved["args"])
+        merged.update({k: v for k, v in values.items() if k in given and k != "resume"})
+        merged["out"] = str(args.resume)
+        values = merged
+    return SearchConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    started = time.perf_counter()
+    try:
+        args = build_parser().parse_args(argv)
+        config = config_from_args(args, argv)
+        result = run_search(config, argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are saved; re-run the same command to continue", file=sys.stderr)
+        return 130
+    print(result.summary)
+    print(f"done in {time.perf_counter() - started:.0f} s")
+    return 0 if result.best is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

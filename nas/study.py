@@ -1,0 +1,205 @@
+"""The Optuna study behind a search: storage, sampler, the trials table, and the worker loop
+shared by every process that works on the same storage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from search_spaces import ArchSpec, SearchSpace, sample_spec
+
+from .config import STUDY_DEFINING, SearchConfig
+from .objectives import METRICS, CostModel, violations
+from .run_dir import file_lock, worker_is_dead, worker_token
+
+STUDY_NAME = "invres-nas"
+JOURNAL_FILE = "study.journal"
+WORKER_ATTR = "worker"
+RETRY_ATTR = "retry_of"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def storage_for(config: SearchConfig, run_dir: Path) -> optuna.storages.BaseStorage | str:
+    """``--storage`` (any Optuna storage URL) or, by default, a journal file in the run folder,
+    which several processes can share safely."""
+    if config.storage:
+        return config.storage
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_FILE)))
+
+
+def make_sampler(
+    config: SearchConfig, constraints_func: Callable[[Any], list[float]] | None
+) -> optuna.samplers.BaseSampler:
+    if config.sampler == "nsga2":
+        population = max(8, min(50, config.trials // 5))
+        return optuna.samplers.NSGAIISampler(
+            population_size=population, seed=config.seed, constraints_func=constraints_func
+        )
+    if config.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=config.seed, constraints_func=constraints_func, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def spec_of(trial: optuna.trial.FrozenTrial | optuna.trial.Trial, space: SearchSpace) -> ArchSpec | None:
+    """The architecture a trial sampled, or None if it died before sampling all of it."""
+    names = [name for name, _ in space.dimensions()]
+    if not all(name in trial.params for name in names):
+        return None
+    return space.spec_from_params(trial.params)
+
+
+def constraints_func_for(space: SearchSpace, cost_model: CostModel, constraints: dict[str, float]):
+    """Constraint values computed from the trial's parameters alone (costs are analytic), so the
+    same function serves the Optuna engine and Ray Tune's OptunaSearch."""
+    if not constraints:
+        return None
+
+    def constraints_func(trial: optuna.trial.FrozenTrial) -> list[float]:
+        spec = spec_of(trial, space)
+        return violations(cost_model(spec), constraints) if spec is not None else [math.inf] * len(constraints)
+
+    return constraints_func
+
+
+def study_identity(config: SearchConfig, space: SearchSpace) -> dict[str, Any]:
+    identity = {k: v for k, v in config.to_dict().items() if k in STUDY_DEFINING}
+    identity["space"] = space.to_dict()
+    return json.loads(json.dumps(identity))  # as the storage gives it back (tuples become lists)
+
+
+def open_study(config: SearchConfig, space: SearchSpace, cost_model: CostModel, run_dir: Path) -> optuna.Study:
+    """Create the study or load it to continue; a study made for another space, target,
+    objectives or constraints is refused."""
+    sampler = make_sampler(config, constraints_func_for(space, cost_model, config.constraints()))
+    directions = ["maximize" if d == "max" else "minimize" for d in config.directions.values()]
+    storage = storage_for(config, run_dir)
+    study = optuna.create_study(
+        study_name=STUDY_NAME, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+    )
+    identity = study_identity(config, space)
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", identity)
+    elif stored != identity:
+        changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
+        raise ValueError(
+            f"the study in {config.storage or run_dir} was made with a different {', '.join(changed)}; "
+            "use a new --out (or --storage) for a different search"
+        )
+    return study
+
+
+def count_states(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state] += 1
+    return counts
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Trials left RUNNING by a process that died (killed, crashed) are marked FAIL and their
+    architecture is queued again, so it is retried once and never counted twice."""
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        token = t.user_attrs.get(WORKER_ATTR)
+        if token is None or not worker_is_dead(token):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001 (no public API)
+        failed.append(t.number)
+        if t.params and RETRY_ATTR not in t.user_attrs:
+            study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number}, skip_if_exists=False)
+    return failed
+
+
+def run_worker(
+    study: optuna.Study,
+    space: SearchSpace,
+    evaluate: Callable[[ArchSpec], dict[str, float]],
+    objectives: tuple[str, ...],
+    n_trials: int,
+    lock_path: Path,
+    progress: bool = True,
+    on_trial: Callable[[], None] | None = None,
+) -> int:
+    """Run trials until ``n_trials`` have COMPLETEd in the study (counting every worker's).
+    Asking for a trial happens under a file lock, so concurrent workers never overshoot and
+    trial numbers stay unique. Returns the number of trials this worker completed."""
+    from tqdm.auto import tqdm
+
+    done_here = 0
+    with file_lock(lock_path):
+        start = count_states(study)[TrialState.COMPLETE]
+    bar = tqdm(total=n_trials, initial=min(start, n_trials), desc="search", unit="trial", disable=not progress)
+    try:
+        while True:
+            with file_lock(lock_path):
+                fail_orphaned_trials(study)
+                counts = count_states(study)
+                complete, running = counts[TrialState.COMPLETE], counts[TrialState.RUNNING]
+                if complete + running >= n_trials:
+                    break
+                trial = study.ask()
+                trial.set_user_attr(WORKER_ATTR, worker_token())
+            started = time.perf_counter()
+            try:
+                spec = sample_spec(trial, space)
+                metrics = evaluate(spec)
+            except Exception:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            for name in METRICS:
+                trial.set_user_attr(name, metrics[name])
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            study.tell(trial, [metrics[o] for o in objectives])
+            done_here += 1
+            bar.n = min(count_states(study)[TrialState.COMPLETE], n_trials)
+            bar.set_postfix(acc=f"{metrics['accuracy']:.3f}", lat=f"{metrics['latency_ms']:.2f}ms")
+            bar.refresh()
+            if on_trial is not None:
+                on_trial()
+    finally:
+        bar.close()
+    return done_here
+
+
+def trials_table(
+    study: optuna.Study, space: SearchSpace, cost_model: CostModel, constraints: dict[str, float]
+) -> pd.DataFrame:
+    """One row per trial: number, state, metrics, feasibility, the architecture as a compact
+    string, and one ``params_*`` column per searched parameter."""
+    dims = [name for name, _ in space.dimensions()]
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        spec = spec_of(t, space)
+        costs = cost_model(spec) if spec is not None else {}
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name}
+        for name in METRICS:
+            row[name] = t.user_attrs.get(name, costs.get(name)) if t.state == TrialState.COMPLETE else costs.get(name)
+        row["feasible"] = bool(spec is not None and all(v <= 0 for v in violations(costs, constraints)))
+        row["arch"] = spec.to_string() if spec is not None else None
+        row["seconds"] = t.user_attrs.get("seconds")
+        row[RETRY_ATTR] = t.user_attrs.get(RETRY_ATTR)
+        for name in dims:
+            row[f"params_{name}"] = t.params.get(name)
+        rows.append(row)
+    columns = ["trial", "state", *METRICS, "arch", "feasible", "seconds", RETRY_ATTR, *(f"params_{n}" for n in dims)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def quiet_optuna_experimental_warnings() -> None:
+    logging.getLogger("optuna").setLevel(logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
