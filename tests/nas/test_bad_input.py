@@ -1,0 +1,123 @@
+"""Every bad input: one line naming the problem and the fix, exit code 2, no traceback, and the
+existing run folder left exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nas.config import SearchConfig
+from nas.export import main as export_main
+from nas.search import main as search_main
+from nas.search import run_search
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def space_file(tiny_space, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("space") / "tiny.json"
+    tiny_space.to_json(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def existing_run(space_file, digits_npz, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "existing"
+    run_search(SearchConfig(space=space_file, data=digits_npz, trials=2, supernet_epochs=1, out=str(out), progress=False, export_onnx=False))
+    return out
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def broken_space(space_file: str, tmp_path: Path, **change) -> str:
+    data = json.loads(Path(space_file).read_text())
+    data["stages"][0].update(change)
+    return write(tmp_path, "space.json", json.dumps(data))
+
+
+def other_space(space_file: str, tmp_path: Path) -> str:
+    data = json.loads(Path(space_file).read_text())
+    data["name"] = "other"
+    data["stages"][0]["channels"] = [4, 8, 16]
+    return write(tmp_path, "other-space.json", json.dumps(data))
+
+
+# (case id, argv builder, expected fragment of the message)
+CASES = [
+    ("unknown target", lambda s, d, r, t: ["--target", "iphone99"], "unknown latency target 'iphone99'"),
+    ("malformed target file", lambda s, d, r, t: ["--target", write(t, "bad.json", "{not json")], "bad.json"),
+    ("space file not JSON", lambda s, d, r, t: ["--space", write(t, "s.json", "{oops")], "not valid JSON"),
+    ("space zero channels", lambda s, d, r, t: ["--space", broken_space(s, t, channels=[0, 8])], "channels must hold integers >= 1"),
+    ("space stride 3", lambda s, d, r, t: ["--space", broken_space(s, t, stride=3)], "stride must be one of (1, 2)"),
+    ("space empty choices", lambda s, d, r, t: ["--space", broken_space(s, t, expansions=[])], "expansions must be a non-empty list"),
+    ("space negative repeats", lambda s, d, r, t: ["--space", broken_space(s, t, repeats=[-1])], "repeats must hold integers >= 1"),
+    ("zero trials", lambda s, d, r, t: ["--trials", "0"], "--trials must be a positive integer"),
+    ("negative trials", lambda s, d, r, t: ["--trials", "-5"], "--trials must be a positive integer"),
+    ("non-numeric constraint", lambda s, d, r, t: ["--max-latency-ms", "fast"], "--max-latency-ms"),
+    ("negative constraint", lambda s, d, r, t: ["--max-madds", "-1"], "--max-madds must be a positive number"),
+    ("impossible constraint", lambda s, d, r, t: ["--max-latency-ms", "1e-9"], "no architecture in space"),
+    ("missing dataset", lambda s, d, r, t: ["--data", str(t / "nowhere")], "nowhere"),
+    ("corrupt dataset", lambda s, d, r, t: ["--data", write(t, "x.npz", "garbage")], "x.npz"),
+    ("checkpoint of another space", lambda s, d, r, t: ["--space", other_space(s, t), "--supernet", str(r / "supernet.pt"), "--out", str(t / "new")], "differs from space"),
+    ("out is a file", lambda s, d, r, t: ["--out", write(t, "file.txt", "x")], "is a file"),
+    ("resume with another space", lambda s, d, r, t: ["--space", other_space(s, t), "--out", str(r)], "different space"),
+    ("resume with another target", lambda s, d, r, t: ["--target", "host", "--out", str(r)], "different target"),
+    ("resume folder that is not a run", lambda s, d, r, t: ["--resume", str(t)], "not a run folder"),
+    ("unknown sampler", lambda s, d, r, t: ["--sampler", "grid"], "--sampler"),
+]
+
+
+@pytest.mark.parametrize("build, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_clear_line(build, fragment, space_file, digits_npz, existing_run, tmp_path, capsys):
+    before = snapshot(existing_run)
+    args = build(space_file, digits_npz, existing_run, tmp_path)
+    defaults = {"--space": space_file, "--data": digits_npz, "--out": str(tmp_path / "run"), "--trials": "2"}
+    if "--resume" not in args:
+        for flag, value in defaults.items():
+            if flag not in args:
+                args += [flag, value]
+    assert search_main([*args, "--supernet-epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert fragment in err
+    assert snapshot(existing_run) == before
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_arch_json_in_export(existing_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    copy.mkdir()
+    (copy / "best").mkdir()
+    text = (existing_run / "best" / "arch.json").read_text()
+    (copy / "best" / "arch.json").write_text(text[: len(text) // 2])
+    assert export_main([str(copy), "--format", "json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not valid JSON" in err
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas.search", "--target", "nope", "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "pixel" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()

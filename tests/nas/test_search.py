@@ -1,0 +1,155 @@
+"""End-to-end search at tiny size: a real supernet, real trials, every output file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+
+import nas
+from nas.config import SearchConfig
+from nas.export import export_run, load_model
+from nas.export import main as export_main
+from nas.search import main as search_main
+from nas.search import run_search
+from search_spaces import ArchSpec, build_model
+
+TRIAL_COLUMNS = ["trial", "state", "accuracy", "latency_ms", "madds", "params", "peak_memory_bytes", "arch"]
+
+
+@pytest.fixture(scope="module")
+def space_file(tiny_space, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("space") / "tiny.json"
+    tiny_space.to_json(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def finished_run(space_file, digits_npz, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    config = SearchConfig(space=space_file, data=digits_npz, trials=6, supernet_epochs=1, out=str(out), progress=False)
+    return run_search(config), config
+
+
+def test_run_folder_holds_every_output(finished_run):
+    result, _ = finished_run
+    run = result.run_dir
+    for name in ["config.json", "trials.csv", "pareto.csv", "report.md", "pareto.png", "baselines.csv"]:
+        assert (run / name).is_file(), name
+    for name in ["arch.json", "deployment.json", "model.pt", "model.onnx"]:
+        assert (run / "best" / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["args"]["target"] == "pixel" and config["space"]["name"] == "tiny-test"
+    assert "torch" in config["versions"] and config["seed"] == 0
+
+
+def test_trials_table(finished_run):
+    result, _ = finished_run
+    df = nas.load_trials(result.run_dir)
+    assert list(df.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert (df["state"] == "COMPLETE").sum() == 6
+    assert df["trial"].is_unique
+    assert {"params_resolution", "params_s0_channels", "params_s1_repeats"} <= set(df.columns)
+    assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
+    for arch in df["arch"]:
+        ArchSpec.from_string(arch)
+
+
+def test_pareto_and_hypervolume_from_pandas(finished_run):
+    result, _ = finished_run
+    df = nas.load_trials(result.run_dir)
+    front = nas.pareto_front(df, {"accuracy": "max", "latency_ms": "min"})
+    saved = pd.read_csv(result.run_dir / "pareto.csv")
+    assert sorted(front["trial"]) == sorted(saved["trial"])
+    hv = nas.hypervolume(df, {"accuracy": "max", "latency_ms": "min"}, {"accuracy": 0.0, "latency_ms": df.latency_ms.max() * 2})
+    assert hv > 0
+    assert "Hypervolume" in (result.run_dir / "report.md").read_text()
+
+
+def test_best_model_reproduces_its_accuracy_and_exports(finished_run):
+    result, _ = finished_run
+    best = result.run_dir / "best"
+    spec = ArchSpec.from_json(best / "arch.json")
+    model, saved_spec = load_model(best / "model.pt")
+    assert saved_spec == spec
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build_model(spec).parameters())
+    session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 3, spec.resolution, spec.resolution)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()[:1]})[0]
+    assert np.abs(got - expected[:1]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml", "onnx", "torchscript"])
+def test_export_formats(finished_run, fmt, tmp_path):
+    result, _ = finished_run
+    path = export_run(result.run_dir, fmt, tmp_path / f"model.{fmt}")
+    assert path.is_file() and path.stat().st_size > 0
+    if fmt in ("json", "yaml"):
+        from search_spaces import parse_arch
+
+        spec = parse_arch(str(path))
+        assert spec == ArchSpec.from_json(result.run_dir / "best" / "arch.json")
+        text = path.read_text()
+        assert "deployment" in text and "executor" in text
+
+
+def test_export_cli_errors(tmp_path, capsys):
+    assert export_main([str(tmp_path), "--format", "onnx"]) == 2
+    assert "has no best/arch.json" in capsys.readouterr().err
+
+
+def test_rerun_continues_the_study(finished_run, space_file, digits_npz):
+    result, config = finished_run
+    more = SearchConfig(**{**config.to_dict(), "trials": 8, "objectives": tuple(config.objectives)})
+    again = run_search(more)
+    df = again.trials
+    assert (df["state"] == "COMPLETE").sum() == 8
+    assert df["trial"].tolist() == list(range(len(df)))
+    # the supernet was trained once, by the first run
+    assert (result.run_dir / "supernet.pt").is_file()
+
+
+def test_cli_summary(space_file, digits_npz, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = search_main(
+        ["--space", space_file, "--data", digits_npz, "--trials", "3", "--supernet-epochs", "1", "--out", str(out),
+         "--no-progress", "--no-onnx", "--sampler", "random", "--objectives", "accuracy,madds,peak_memory_bytes"]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "Pareto front" in text and str(out) in text and "python -m nas.export" in text
+    assert not (out / "best" / "model.onnx").exists()
+
+
+def test_constraints_keep_infeasible_trials_off_the_front(space_file, digits_npz, tmp_path, tiny_space):
+    from hw_models import count_madds
+
+    median_madds = float(np.median([count_madds(tiny_space.sample(np.random.default_rng(i))) for i in range(50)]))
+    config = SearchConfig(
+        space=space_file, data=digits_npz, trials=6, supernet_epochs=1, out=str(tmp_path / "c"),
+        progress=False, max_madds=median_madds, export_onnx=False, sampler="random",
+    )
+    result = run_search(config)
+    df = result.trials
+    assert (df.loc[~df["feasible"], "madds"] > median_madds).all()
+    assert (result.front["madds"] <= median_madds).all()
+
+
+def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run):
+    result, _ = finished_run
+    config = SearchConfig(
+        space=space_file, data=digits_npz, trials=3, out=str(tmp_path / "ray"), progress=False,
+        engine="ray", ray_workers=2, supernet=str(result.run_dir / "supernet.pt"), export_onnx=False,
+    )
+    ray_result = run_search(config)
+    df = ray_result.trials
+    assert list(df.columns) == list(result.trials.columns)
+    assert (df["state"] == "COMPLETE").sum() == 3
+    assert df["accuracy"].notna().all() and df["madds"].notna().all()
+    assert (ray_result.run_dir / "best" / "model.pt").is_file()
