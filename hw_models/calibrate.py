@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.arch import ArchSpec, parse_arch
+from search_spaces.arch import ArchSpec, check_writable_file, parse_arch
 
 from .opmodel import TILES, fit_features
-from .targets import LatencyTarget, check_target_name, load_target, user_target_dir
+from .targets import SHIPPED, LatencyTarget, check_target_name, load_target, user_target_dir
 
 MODES: tuple[str, ...] = ("auto", "scale", "refit")
 MIN_ROWS = 3
@@ -195,9 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="device description for the provenance")
     parser.add_argument("--runtime", default=None, help="runtime description for the provenance (e.g. TFLite 2.16)")
     parser.add_argument("--out", default=None, help="output path (default: <user target dir>/<name>.json)")
+    parser.add_argument(
+        "--force", action="store_true", help=f"allow a --name of a shipped target ({', '.join(SHIPPED)}), shadowing it"
+    )
     args = parser.parse_args(argv)
     try:
         check_target_name(args.name)
+        if args.name in SHIPPED and not args.force:
+            raise ValueError(
+                f"--name {args.name} is a shipped target and saving under it would shadow it; "
+                "choose another name or pass --force"
+            )
+        out = Path(args.out) if args.out else user_target_dir() / f"{args.name}.json"
+        check_writable_file(out)
         data = read_measurements(args.measurements)
         for problem in data.problems:
             print(f"warning: skipped {problem}", file=sys.stderr)
@@ -212,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.runtime:
             provenance["runtime"] = args.runtime
         target = calibrate_target(data.specs, data.latencies_ms, args.name, args.base, args.mode, provenance)
-        out = Path(args.out) if args.out else user_target_dir() / f"{args.name}.json"
         path = target.save(out)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

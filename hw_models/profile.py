@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from search_spaces.arch import ArchSpec, BlockPlan, block_plan
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan, check_writable_file
 from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_model
 from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
@@ -439,7 +439,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime", default="torch", choices=RUNTIMES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=100, help="timing samples (the median is kept)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=100,
+        help="timing samples per part (--statistic says which figure of them is kept)",
+    )
     parser.add_argument("--max-blocks", type=int, default=None, help="profile only this many blocks (quick runs)")
     parser.add_argument(
         "--overhead-archs",
@@ -461,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_target_name(args.target_name)
         out = Path(args.out) if args.out else user_target_dir() / f"{args.target_name}.json"
+        check_writable_file(out)  # before minutes of profiling
         target = profile_target(
             args.space,
             args.target_name,
