@@ -13,10 +13,12 @@ from .table import layer_table
 
 def resolve_arch(value: str, width_mult: float = 1.0, resolution: int | None = None) -> ArchSpec:
     """``mobilenet_v2`` (with ``--width-mult``/``--resolution``), a JSON file or a compact string."""
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
+        raise ValueError(f"--resolution must be an integer >= 1, but got {resolution!r}")
     if value == "mobilenet_v2":
-        return mobilenet_v2(width_mult, resolution or 224)
+        return mobilenet_v2(width_mult, 224 if resolution is None else resolution)
     spec = parse_arch(value)
-    return spec.replace(resolution=resolution) if resolution else spec
+    return spec if resolution is None else spec.replace(resolution=resolution)
 
 
 def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import re
 from dataclasses import MISSING, asdict, dataclass, replace
@@ -278,6 +279,8 @@ def _from_yaml(path: str) -> ArchSpec:
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``value`` to a multiple of ``divisor``, never below ``min_value`` (default divisor)
     and never more than 10% below ``value`` (the TF-slim / torchvision channel rounding)."""
+    if not math.isfinite(value):
+        raise ValueError(f"a channel count must be a finite number, but got {value!r}")
     min_value = divisor if min_value is None else min_value
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:

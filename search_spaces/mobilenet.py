@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from .arch import ArchSpec, StageSpec, make_divisible
 
 # (t, c, n, s) rows of MobileNetV2 Table 2, between the 3x3 stem conv (32) and the 1x1 conv (1280).
@@ -27,8 +30,8 @@ def mobilenet_v2(
     """MobileNetV2 with the TF-slim channel rounding: every width ``c * width_mult`` is rounded to a
     multiple of 8 (see ``make_divisible``); the last 1x1 conv keeps 1280 channels for
     ``width_mult <= 1``."""
-    if not width_mult > 0:
-        raise ValueError(f"width_mult must be > 0, but got {width_mult!r}")
+    if isinstance(width_mult, bool) or not isinstance(width_mult, numbers.Real) or not 0 < width_mult < math.inf:
+        raise ValueError(f"width_mult must be a finite number > 0, but got {width_mult!r}")
     stages = tuple(
         StageSpec(t, make_divisible(c * width_mult), n, s, kernel_size) for t, c, n, s in MOBILENET_V2_STAGES
     )
