@@ -385,14 +385,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
     A path that cannot be written (a directory, a read-only folder, ...) is a one-line
     ``ValueError`` naming it; the temporary file is removed whatever goes wrong."""
+    _atomic_write(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """:func:`atomic_write_text` for binary data (images, archives)."""
+    _atomic_write(path, bytes(data))
+
+
+def _atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     path = os.fspath(path)
     _check_not_directory(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
         os.makedirs(folder, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -416,6 +425,7 @@ __all__ = [
     "hidden_channels",
     "make_divisible",
     "parse_arch",
+    "atomic_write_bytes",
     "atomic_write_text",
     "check_writable_file",
 ]

@@ -20,6 +20,7 @@ Errors, each relative to the spiral's total variance ``mean ||x - mean(x)||^2`` 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -28,8 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from search_spaces.arch import atomic_write_bytes, atomic_write_text, check_writable_file
+
 DEFAULT_DIMS = (2, 3, 5, 15, 30)
-DEFAULT_OUT = os.path.join("runs", "manifold", "figure1.png")
+DEFAULT_NAME = "figure1"
+DEFAULT_OUT = os.path.join("runs", "manifold", DEFAULT_NAME + ".png")
 
 
 def spiral(num_points: int, rng: np.random.Generator, turns: float = 1.75) -> tuple[np.ndarray, np.ndarray]:
@@ -107,8 +111,26 @@ def manifold_collapse(
     return ManifoldResult(dims, points, theta, tuple(examples), tuple(means), tuple(stds), tuple(raws), trials, seed)
 
 
+def output_paths(out: str | os.PathLike[str]) -> tuple[str, str]:
+    """(figure, numbers) written for ``--out``: an existing directory (or a path ending in a
+    separator) gets ``figure1.png`` and ``figure1.json`` inside it; otherwise ``out`` must be a
+    ``.png`` path and the numbers go to the ``.json`` next to it. Both are checked writable."""
+    out = os.fspath(out)
+    if os.path.isdir(out) or out.endswith(("/", os.sep)):
+        png = os.path.join(out, DEFAULT_NAME + ".png")
+    elif os.path.splitext(out)[1].lower() == ".png":
+        png = out
+    else:
+        raise ValueError(f"--out must be a .png file or a directory, but got {out!r}")
+    numbers = os.path.splitext(png)[0] + ".json"
+    check_writable_file(png)
+    check_writable_file(numbers)
+    return png, numbers
+
+
 def plot(result: ManifoldResult, path: str | os.PathLike[str]) -> None:
-    """PNG grid: the input spiral, then ``pinv(T) ReLU(T x)`` for each n (first trial's T)."""
+    """PNG grid: the input spiral, then ``pinv(T) ReLU(T x)`` for each n (first trial's T),
+    written atomically to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,10 +152,12 @@ def plot(result: ManifoldResult, path: str | os.PathLike[str]) -> None:
         ax.axis("off")
     fig.suptitle(f"pinv(T) ReLU(T x), mean error over {result.trials} random T", fontsize=10)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png", dpi=120)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def format_table(result: ManifoldResult) -> str:
@@ -152,27 +176,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=1000, help="points on the spiral")
     parser.add_argument("--trials", type=int, default=100, help="random matrices T averaged per n")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=DEFAULT_OUT, help="PNG path; the numbers go to a .json next to it")
+    parser.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"PNG path (the numbers go to a .json next to it) or a directory ({DEFAULT_NAME}.png/.json inside it)",
+    )
     args = parser.parse_args(argv)
     try:
+        png, numbers = output_paths(args.out)
         result = manifold_collapse(args.dims, args.points, args.trials, args.seed)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        plot(result, args.out)
+        plot(result, png)
         record = {
             "config": {"dims": list(result.dims), "points": args.points, "trials": args.trials, "seed": args.seed},
             "errors": result.rows(),
         }
-        with open(os.path.splitext(args.out)[0] + ".json", "w", encoding="utf-8") as f:
-            json.dump(record, f, indent=2)
-    except OSError as e:
-        print(f"error: cannot write {args.out}: {e.strerror}", file=sys.stderr)
+        atomic_write_text(numbers, json.dumps(record, indent=2) + "\n")
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     print("error = min_s mean||s*x_hat - x||^2 / var(x), mean over trials; raw = mean||x_hat - x||^2 / var(x)")
     print(format_table(result))
-    print(f"figure: {args.out}")
+    print(f"figure: {png}")
+    print(f"numbers: {numbers}")
     return 0
 
 

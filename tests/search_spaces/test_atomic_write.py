@@ -5,7 +5,7 @@ import os
 import pytest
 
 from search_spaces import mobilenet_v2
-from search_spaces.arch import atomic_write_text, check_writable_file
+from search_spaces.arch import atomic_write_bytes, atomic_write_text, check_writable_file
 
 
 def leftovers(folder) -> list[str]:
@@ -17,6 +17,8 @@ def test_writes_atomically_and_creates_folders(tmp_path):
     atomic_write_text(path, "one\n")
     atomic_write_text(path, "two\n")
     assert path.read_text() == "two\n" and leftovers(path.parent) == []
+    atomic_write_bytes(path, b"\x89PNG\r\n")
+    assert path.read_bytes() == b"\x89PNG\r\n" and leftovers(path.parent) == []
 
 
 @pytest.mark.parametrize(
@@ -33,7 +35,8 @@ def test_unwritable_paths_are_one_line_errors_and_leave_nothing(tmp_path, make, 
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("keep")
     path = make(tmp_path)
-    for write in (lambda: atomic_write_text(path, "x"), lambda: check_writable_file(path)):
+    writers = (lambda: atomic_write_text(path, "x"), lambda: atomic_write_bytes(path, b"x"))
+    for write in (*writers, lambda: check_writable_file(path)):
         with pytest.raises(ValueError, match=match) as info:
             write()
         assert "\n" not in str(info.value) and os.fspath(path) in str(info.value)
