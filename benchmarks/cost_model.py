@@ -10,6 +10,7 @@ with ``torch.utils.flop_counter`` on the built model.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -19,6 +20,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from hw_models import batch_costs, count_madds, count_params, peak_memory_bytes
 from search_spaces import build_model, get_space
 from search_spaces.arch import block_plan
+
+try:
+    from benchmarks._cli import Parser, positive_int
+except ImportError:  # run as a script, python benchmarks/cost_model.py: its folder is on sys.path
+    from _cli import Parser, positive_int
 
 
 def best_of(repeats: int, fn) -> float:
@@ -32,16 +38,21 @@ def best_of(repeats: int, fn) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--space", default="mobilenetv2-imagenet")
-    parser.add_argument("--n", type=int, default=20000, help="architectures per timing run")
-    parser.add_argument("--flop-counter-n", type=int, default=10, help="architectures counted with flop_counter")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="mobilenetv2-imagenet", help="search space name or JSON path")
+    parser.add_argument("--n", type=positive_int, default=20000, help="architectures per timing run")
+    parser.add_argument(
+        "--flop-counter-n", type=positive_int, default=10, help="architectures counted with flop_counter"
+    )
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timing runs (the fastest is kept)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        space = get_space(args.space)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-
-    space = get_space(args.space)
     rng = np.random.default_rng(args.seed)
     codes = space.sample_codes(rng, args.n)
     specs = [space.decode(c) for c in codes]

@@ -24,7 +24,9 @@ not folded).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -36,10 +38,18 @@ from hw_models.executor import NaiveExecutor, SplitExecutor
 from hw_models.memtrace import measure_peak_bytes
 from search_spaces import ArchSpec, build_model, get_space, mobilenet_v2
 
+try:
+    from benchmarks._cli import Parser, positive_float, positive_int
+except ImportError:  # run as a script, python benchmarks/memory_split.py: its folder is on sys.path
+    from _cli import Parser, positive_float, positive_int
+
 
 def allocator_peak_bytes(fn: Callable[[], object]) -> int | None:
     """Peak of the CPU allocator's running total during ``fn()`` from torch.profiler memory events
     (a private profiler API: returns None if this torch does not offer it)."""
+    # kineto logs every profiler start/stop ("USDT: ... profiler_start") to stderr; level 6 is
+    # above all its levels. Read when the profiler first starts, so a user's own setting wins.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     try:
         from torch._C._profiler import _EventType
         from torch.profiler import ProfilerActivity, profile
@@ -123,17 +133,24 @@ def run(spec: ArchSpec, max_t: int, repeats: int, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--width-mult", type=float, default=1.0)
-    parser.add_argument("--max-t", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (pinned for the whole run)")
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", type=positive_int, default=224)
+    parser.add_argument("--width-mult", type=positive_float, default=1.0)
+    parser.add_argument("--max-t", type=positive_int, default=8, help="largest number of chunks t")
+    parser.add_argument("--repeats", type=positive_int, default=30, help="timing rounds (the median is kept)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch intra-op threads (pinned for the whole run)"
+    )
     parser.add_argument("--proxy", action="store_true", help="also run the largest proxy-digits architecture")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    try:
+        spec = mobilenet_v2(args.width_mult, args.resolution)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
-    run(mobilenet_v2(args.width_mult, args.resolution), args.max_t, args.repeats, args.seed)
+    run(spec, args.max_t, args.repeats, args.seed)
     if args.proxy:
         space = get_space("proxy-digits")
         run(space.largest(), args.max_t, args.repeats * 10, args.seed)
