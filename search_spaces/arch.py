@@ -198,6 +198,8 @@ def _kv(token: str, parts: list[str], expected: tuple[str, ...]) -> dict[str, in
         m = _KV.match(part)
         if not m or m.group(1) not in expected:
             raise ValueError(f"cannot parse {part!r} in token {token!r}; expected keys {expected} followed by a number")
+        if m.group(1) in values:
+            raise ValueError(f"token {token!r} gives {m.group(1)!r} twice; give each of {expected} once")
         values[m.group(1)] = int(m.group(2))
     missing = [k for k in expected if k not in values]
     if missing:
@@ -226,11 +228,14 @@ def _parse_arch_string(text: str) -> ArchSpec:
             v = _kv(token, parts[1:], ("r", "k", "s", "e", "c"))
             stages.append(StageSpec(v["e"], v["c"], v["r"], v["s"], v["k"]))
         elif parts[0] == "head":
+            if last is not None:
+                raise ValueError(f"architecture string has more than one head token (second: {token!r})")
             last = _kv(token, parts[1:], ("c", "n"))
-        elif parts[0] == "act" and len(parts) == 2:
-            options["bottleneck_activation"] = parts[1]
-        elif parts[0] == "sc" and len(parts) == 2:
-            options["shortcut"] = parts[1]
+        elif parts[0] in ("act", "sc") and len(parts) == 2:
+            field = "bottleneck_activation" if parts[0] == "act" else "shortcut"
+            if field in options:
+                raise ValueError(f"architecture string has more than one {parts[0]!r} token (second: {token!r})")
+            options[field] = parts[1]
         else:
             raise ValueError(
                 f"unknown token {token!r} in architecture string; expected 'ir_...', 'head_...', 'act_...' or 'sc_...'"
