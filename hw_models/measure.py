@@ -14,6 +14,7 @@ import contextlib
 import functools
 import gc
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_spaces.arch import ArchSpec
+from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.builder import InvertedResidualNet, build_model
 from search_spaces.export import INPUT_NAME, export_onnx
 
@@ -34,6 +35,7 @@ DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 100
 DEFAULT_SAMPLE_MS = 0.5
 STATISTICS: tuple[str, ...] = ("median", "p10", "min", "mean")
+ArchLike = ArchSpec | str | os.PathLike | dict  # anything search_spaces.parse_arch reads
 
 
 def summarize(samples_ms: Any, statistic: str = "median") -> float:
@@ -191,13 +193,16 @@ def ort_session(onnx_path: str | Path, threads: int) -> Any:
     return ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _resolve(spec_or_model: ArchSpec | nn.Module, batch_size: int, input_shape: tuple[int, ...] | None):
-    if isinstance(spec_or_model, ArchSpec):
-        model: nn.Module = build_model(spec_or_model)
-    elif isinstance(spec_or_model, nn.Module):
-        model = spec_or_model
+def _resolve(spec_or_model: ArchLike | nn.Module, batch_size: int, input_shape: tuple[int, ...] | None):
+    if isinstance(spec_or_model, nn.Module):
+        model: nn.Module = spec_or_model
+    elif isinstance(spec_or_model, ArchLike):
+        model = build_model(parse_arch(spec_or_model))  # what predict_latency_ms accepts
     else:
-        raise ValueError(f"expected an ArchSpec or a torch.nn.Module, but got {type(spec_or_model).__name__}")
+        raise ValueError(
+            "expected an ArchSpec (or a compact string, arch.json path or dict) or a torch.nn.Module, "
+            f"but got {type(spec_or_model).__name__}"
+        )
     if input_shape is None:
         if not isinstance(model, InvertedResidualNet):
             raise ValueError(f"cannot tell the input shape of a {type(model).__name__}; pass input_shape=(N, C, H, W)")
@@ -246,7 +251,7 @@ def _check_args(runtime: str, batch_size: int, threads: int, warmup: int, repeat
 
 
 def measure_latency_ms(
-    spec_or_model: ArchSpec | nn.Module,
+    spec_or_model: ArchLike | nn.Module,
     runtime: str = "torch",
     batch_size: int = 1,
     threads: int = 1,
@@ -262,6 +267,8 @@ def measure_latency_ms(
 
     ``runtime="torch"`` times the eager module in eval mode under ``torch.inference_mode``;
     ``"onnxruntime"`` exports it to ONNX (batch norm folded) and times an ONNX Runtime CPU session.
+    An architecture may be given as anything :func:`predict_latency_ms` accepts (an ``ArchSpec``,
+    a compact string, an ``arch.json``/YAML path or a dict).
     Threads are pinned to ``threads`` (torch's previous setting is restored afterwards). A module
     other than a built network needs ``input_shape``.
     """
@@ -275,7 +282,7 @@ def measure_latency_ms(
 
 
 def measure_many(
-    specs: Sequence[ArchSpec],
+    specs: Sequence[ArchLike],
     runtime: str = "torch",
     batch_size: int = 1,
     threads: int = 1,

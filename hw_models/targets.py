@@ -425,6 +425,8 @@ def resolve_target_path(name_or_path: str | os.PathLike[str]) -> Path:
     text = os.fspath(name_or_path)
     if text.endswith(".json") or os.sep in text or (os.altsep and os.altsep in text):
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise ValueError(f"latency target {text} is a directory, but a target must be a .json file; {HOW_TO_MAKE}")
         if not path.is_file():
             raise ValueError(f"latency target file {text} does not exist; {HOW_TO_MAKE}")
         return path
@@ -461,6 +463,8 @@ def read_target(path: str | os.PathLike[str]) -> LatencyTarget:
             text = f.read()
     except OSError as e:
         raise ValueError(f"cannot read {where}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{where} is not UTF-8 text; is it a latency target .json file?") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

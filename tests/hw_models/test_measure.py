@@ -51,6 +51,8 @@ def test_bad_arguments_are_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         measure_latency_ms(TINY, **kwargs)
     with pytest.raises(ValueError, match="ArchSpec"):
+        measure_latency_ms(3.5)
+    with pytest.raises(ValueError, match="architecture string must start with"):  # as predict_latency_ms
         measure_latency_ms("not a model")
 
 
