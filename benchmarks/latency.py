@@ -21,8 +21,15 @@ import numpy as np
 
 from hw_models import count_madds, load_target, measure_many, predict_latency_ms
 from hw_models.opmodel import fit_nnls
-from hw_models.predict import pixel_reference_data, reference_rows
-from search_spaces import block_plan, get_space, mobilenet_v2
+from hw_models.predict import (
+    PIXEL_HELDOUT,
+    heldout_mape_pct,
+    mape_pct,
+    pixel_heldout_data,
+    pixel_reference_data,
+    reference_rows,
+)
+from search_spaces import block_plan, get_space
 
 try:
     from benchmarks._cli import Parser, positive_int
@@ -33,17 +40,10 @@ except ImportError:  # run as a script, python benchmarks/latency.py: its folder
 MIN_ARCHS = 30  # nn-Meter reports its within +-10% accuracy on at least this many architectures
 
 
-def mape(pred, true) -> float:
-    pred, true = np.asarray(pred, float), np.asarray(true, float)
-    return float(100 * np.mean(np.abs(pred - true) / true))
-
-
 def pixel_section() -> None:
     target = load_target("pixel")
     specs, latencies = pixel_reference_data()
-    held = reference_rows("mobilenet_v2_pixel1_heldout.csv")
-    held_specs = [mobilenet_v2(float(r["width_mult"]), int(r["resolution"])) for r in held]
-    held_ms = [float(r["pixel1_ms"]) for r in held]
+    held_specs, held_ms = pixel_heldout_data()
     print("== pixel (TF-Lite float, Pixel 1 big core) ==")
     print(f"fitted on {len(specs)} rows; tile {target.tile}; coefficients:")
     for name, value in zip(
@@ -54,8 +54,8 @@ def pixel_section() -> None:
         f"leave-one-out MAPE (nested over the tile choice): {target.fit['cv_mape_pct']:.2f}% (max {target.fit['cv_max_ape_pct']:.1f}%)"
     )
     pred = [predict_latency_ms(s, target) for s in held_specs]
-    print(f"held-out published rows (not fitted): MAPE {mape(pred, held_ms):.2f}%")
-    for r, p, y in zip(held, pred, held_ms):
+    print(f"held-out published rows (not fitted): MAPE {heldout_mape_pct(target):.2f}%")
+    for r, p, y in zip(reference_rows(PIXEL_HELDOUT), pred, held_ms):
         print(
             f"  {r['width_mult']:>5s}@{r['resolution']:<3s} published {y:6.1f} ms  predicted {p:6.1f} ms  {100 * (p - y) / y:+5.1f}%"
         )
@@ -70,7 +70,7 @@ def pixel_section() -> None:
     a = fit_nnls(x, y)
     base_held = [float(count_madds(s) * a[0]) for s in held_specs]
     print(
-        f"baseline latency ~ MAdds: leave-one-out MAPE {100 * np.mean(loo):.2f}%, held-out MAPE {mape(base_held, held_ms):.2f}%"
+        f"baseline latency ~ MAdds: leave-one-out MAPE {100 * np.mean(loo):.2f}%, held-out MAPE {mape_pct(base_held, held_ms):.2f}%"
     )
 
 

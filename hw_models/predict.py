@@ -12,7 +12,10 @@ import csv
 import datetime as _dt
 import os
 import sys
+from collections.abc import Sequence
 from importlib import resources
+
+import numpy as np
 
 from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.mobilenet import mobilenet_v2
@@ -21,6 +24,7 @@ from .opmodel import TILES, fit_features
 from .targets import LatencyTarget, known_targets, load_target
 
 PIXEL_REFERENCE = "mobilenet_v2_pixel1.csv"
+PIXEL_HELDOUT = "mobilenet_v2_pixel1_heldout.csv"
 
 
 def predict_latency_ms(
@@ -40,11 +44,36 @@ def reference_rows(name: str = PIXEL_REFERENCE) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def pixel_reference_data() -> tuple[list[ArchSpec], list[float]]:
-    """The fitting data of the ``pixel`` target: MobileNetV2 (width, resolution) and Pixel 1 ms."""
-    rows = reference_rows()
+def _pixel_rows(name: str) -> tuple[list[ArchSpec], list[float]]:
+    rows = reference_rows(name)
     specs = [mobilenet_v2(float(r["width_mult"]), int(r["resolution"])) for r in rows]
     return specs, [float(r["pixel1_ms"]) for r in rows]
+
+
+def pixel_reference_data() -> tuple[list[ArchSpec], list[float]]:
+    """The fitting data of the ``pixel`` target: MobileNetV2 (width, resolution) and Pixel 1 ms."""
+    return _pixel_rows(PIXEL_REFERENCE)
+
+
+def pixel_heldout_data() -> tuple[list[ArchSpec], list[float]]:
+    """The held-out published rows (``hw_models/reference/mobilenet_v2_pixel1_heldout.csv``): the
+    same table as the fitting data, never fitted; the out-of-sample check of the ``pixel`` target."""
+    return _pixel_rows(PIXEL_HELDOUT)
+
+
+def mape_pct(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Mean absolute percentage error: ``100 * mean(|predicted - measured| / measured)``."""
+    p, y = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
+    if p.shape != y.shape or not y.size:
+        raise ValueError(f"need as many predictions as measurements (at least one), but got {p.size} and {y.size}")
+    return float(100 * np.mean(np.abs(p - y) / y))
+
+
+def heldout_mape_pct(target: str | os.PathLike[str] | LatencyTarget = "pixel") -> float:
+    """MAPE of ``target`` on the held-out published Pixel 1 rows (:func:`pixel_heldout_data`)."""
+    loaded = load_target(target)
+    specs, latencies = pixel_heldout_data()
+    return mape_pct([loaded.predict(s) for s in specs], latencies)
 
 
 def fit_pixel_target(date: str | None = None) -> LatencyTarget:
@@ -133,7 +162,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["describe_target", "fit_pixel_target", "pixel_reference_data", "predict_latency_ms", "reference_rows"]
+__all__ = [
+    "describe_target",
+    "fit_pixel_target",
+    "heldout_mape_pct",
+    "mape_pct",
+    "pixel_heldout_data",
+    "pixel_reference_data",
+    "predict_latency_ms",
+    "reference_rows",
+]
 
 
 if __name__ == "__main__":
