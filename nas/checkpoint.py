@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from search_spaces import SearchSpace
+from search_spaces.arch import atomic_write_bytes
 from search_spaces.supernet import Supernet
-
-from .run_dir import atomic_write_bytes
 
 SUPERNET_FORMAT = "invres-nas-supernet/1"
 

@@ -15,7 +15,8 @@ import torch
 from search_spaces import ArchSpec, build_model
 from search_spaces.arch import atomic_write_text
 
-from .run_dir import atomic_write_bytes, atomic_write_json, read_json
+from .checkpoint import load_checkpoint, save_checkpoint
+from .run_dir import atomic_write_json, read_json
 
 FORMATS = ("json", "yaml", "onnx", "torchscript")
 MODEL_FORMAT = "invres-nas-model/1"
@@ -26,25 +27,12 @@ ONNX_TOLERANCE = 1e-4
 # ---- model files -----------------------------------------------------------------------------
 def save_model(model: torch.nn.Module, spec: ArchSpec, path: str | Path) -> None:
     """Weights plus the architecture they belong to, loadable with ``weights_only=True``."""
-    import io
-
-    buffer = io.BytesIO()
-    torch.save({"format": MODEL_FORMAT, "arch": spec.to_dict(), "state_dict": model.state_dict()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    save_checkpoint(path, {"format": MODEL_FORMAT, "arch": spec.to_dict(), "state_dict": model.state_dict()})
 
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, ArchSpec]:
     """Rebuild a saved model (eval mode). Never unpickles arbitrary objects."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ValueError(f"model file {path} does not exist") from None
-    except Exception as e:  # truncated, not a torch file, or holding non-tensor objects
-        raise ValueError(
-            f"model file {path} is corrupt or not an invres-nas model ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"model file {path} is not an invres-nas model (expected format {MODEL_FORMAT})")
+    payload = load_checkpoint(path, MODEL_FORMAT, "model file")
     spec = ArchSpec.from_dict(payload["arch"])
     model = build_model(spec)
     try:
