@@ -28,7 +28,7 @@ STUDY_DEFINING = ("space", "target", "data", "objectives", "memory_policy", "spl
 class SearchConfig:
     target: str = "pixel"
     space: str = "proxy-digits"
-    data: str = "digits"
+    data: str = "cluttered-digits"
     engine: str = "optuna"
     sampler: str = "nsga2"
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")

@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--space", default=d.space, help="search space name or JSON file (default proxy-digits)")
     p.add_argument(
-        "--data", default=d.data, help="'digits' (embedded), a CIFAR-10 python folder, an image folder or an .npz file"
+        "--data",
+        default=d.data,
+        help="'cluttered-digits' (embedded default), 'digits', a CIFAR-10 python folder, an image folder or an .npz file",
     )
     p.add_argument("--engine", default=d.engine, choices=ENGINES)
     p.add_argument("--sampler", default=d.sampler, choices=SAMPLERS)

@@ -61,7 +61,7 @@ class SupernetTrainConfig(TrainConfig):
     """Sandwich rule: each step trains the largest, the smallest and ``num_random`` random
     sub-networks; with ``distill`` the others learn the largest one's soft labels."""
 
-    epochs: int = 30
+    epochs: int = 15  # the default run's budget: about 3 minutes on 2 cores
     num_random: int = 2
     distill: bool = True
 
@@ -352,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="arch.json (e.g. runs/<name>/best/arch.json), YAML or compact string")
-    parser.add_argument("--data", default="digits", help="'digits', a CIFAR-10 python folder, an image folder or an .npz")
+    parser.add_argument(
+        "--data",
+        default="cluttered-digits",
+        help="'cluttered-digits' (embedded default), 'digits', a CIFAR-10 python folder, an image folder or an .npz",
+    )
     parser.add_argument("--init", choices=("scratch", "supernet"), default="scratch", help="initial weights")
     parser.add_argument("--supernet", default=None, help="supernet checkpoint for --init supernet")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)

@@ -36,21 +36,22 @@ def mobilenetv2_imagenet() -> SearchSpace:
 
 
 def proxy_digits() -> SearchSpace:
-    """A small proxy space that trains in minutes on a CPU on the embedded digits dataset
-    (8x8 images upsampled to 16-32 px, 10 classes). Same block structure, fewer and narrower
-    stages."""
+    """A small proxy space that trains in minutes on a CPU on the embedded cluttered-digits
+    dataset (24x24 canvases, 10 classes). Same block structure as MobileNetV2, fewer and
+    narrower stages; resolutions from 12 px (the digit barely legible) to the full 24 px, so
+    that every dimension trades accuracy for cost."""
     return SearchSpace(
         name="proxy-digits",
-        resolutions=(16, 24, 32),
-        stem_channels=16,
+        resolutions=(12, 16, 20, 24),
+        stem_channels=8,
         stem_stride=2,
         stages=(
-            StageChoices(expansions=(1,), channels=(8, 16), repeats=(1,), kernel_sizes=(3,), stride=1),
-            StageChoices(expansions=(2, 4, 6), channels=(16, 24), repeats=(1, 2), kernel_sizes=(3, 5), stride=2),
-            StageChoices(expansions=(2, 4, 6), channels=(24, 32), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=2),
-            StageChoices(expansions=(2, 4, 6), channels=(32, 48, 64), repeats=(1, 2), kernel_sizes=(3, 5), stride=1),
+            StageChoices(expansions=(1,), channels=(8,), repeats=(1,), kernel_sizes=(3,), stride=1),
+            StageChoices(expansions=(2, 4, 6), channels=(8, 12, 16), repeats=(1, 2), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(2, 4, 6), channels=(16, 24), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(2, 4, 6), channels=(24, 32, 48), repeats=(1, 2), kernel_sizes=(3, 5), stride=1),
         ),
-        last_channels=128,
+        last_channels=96,
         num_classes=10,
     )
 

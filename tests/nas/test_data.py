@@ -486,7 +486,7 @@ X = np.zeros((6, 4, 4), np.uint8)
 Y = np.array([0, 1, 2, 0, 1, 2])
 
 BAD_SOURCES: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "missing path": (lambda t: t / "nowhere", "does not exist; expected 'digits', a CIFAR-10 python folder"),
+    "missing path": (lambda t: t / "nowhere", "does not exist; expected 'cluttered-digits', 'digits', a CIFAR-10 python folder"),
     "file of no format": (text_file, "is not an .npz file"),
     "folder of no format": (empty_dir, "matches no known layout"),
     "images without class folders": (loose_images, "no class sub-folders"),
@@ -587,3 +587,38 @@ def test_dataset_checks_its_tensors():
         )
     with pytest.raises(ValueError, match="'train' plus any of"):
         Dataset("x", ("a", "b"), 4, {"val": good.images["val"]}, {"val": good.labels["val"]}, (0, 0, 0), (1, 1, 1))
+
+
+# ---- cluttered digits (the embedded default) ---------------------------------------------------------
+def test_cluttered_digits_are_one_fixed_dataset():
+    from nas.data import CLUTTER_CANVAS, CLUTTER_VARIANTS, cluttered_digits
+
+    images, labels, origin = cluttered_digits()
+    assert images.shape == (1797 * CLUTTER_VARIANTS, 1, CLUTTER_CANVAS, CLUTTER_CANVAS) and images.dtype == np.uint8
+    assert np.array_equal(np.bincount(origin), np.full(1797, CLUTTER_VARIANTS))
+    again, _, _ = cluttered_digits()
+    assert np.array_equal(images, again)
+    # the three versions of a digit differ (placement, clutter, noise)
+    assert not np.array_equal(images[0], images[1])
+    # a digit is drawn: every image has bright strokes, well above the noise
+    assert (images.reshape(len(images), -1).max(1) > 150).all()  # noise alone stays below ~60
+
+
+def test_cluttered_digits_splits_keep_a_digits_versions_together():
+    from nas.data import cluttered_digits
+
+    data = load_data("cluttered-digits", resolution=24, seed=3)
+    assert data.name == "cluttered-digits" and data.num_classes == 10 and not data.allow_flip
+    assert sum(data.size(s) for s in SPLITS) == 1797 * 3
+    images, _, origin = cluttered_digits()
+    # Identify each split's images by their pixels, then check no source digit is in two splits.
+    owner = {images[i].tobytes(): origin[i] for i in range(len(origin))}
+    mean, std = np.array(data.mean)[None, :, None, None], np.array(data.std)[None, :, None, None]
+    sources = {}
+    for split in SPLITS:
+        raw = np.rint((data.images[split].numpy() * std + mean)[:, :1] * 255).astype(np.uint8)
+        sources[split] = {owner[x.tobytes()] for x in raw}
+    assert not (sources["train"] & sources["val"]) and not (sources["train"] & sources["test"])
+    assert not (sources["val"] & sources["test"])
+    other = load_data("cluttered-digits", resolution=24, seed=4)
+    assert not torch.equal(other.labels["test"], data.labels["test"])
