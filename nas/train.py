@@ -62,6 +62,9 @@ class SupernetTrainConfig(TrainConfig):
     sub-networks; with ``distill`` the others learn the largest one's soft labels."""
 
     epochs: int = 15  # the default run's budget: about 3 minutes on 2 cores
+    # Sandwich steps sum four sub-networks' gradients; on the proxy task a higher peak rate
+    # ranked architectures better (Kendall tau 0.71 vs 0.64 at 0.1, accuracy gap 4.8 vs 11.8 pts).
+    lr: float = 0.5
     num_random: int = 2
     distill: bool = True
 

