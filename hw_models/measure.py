@@ -159,7 +159,7 @@ def time_interleaved(
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
     samples: list[list[np.ndarray]] = [[] for _ in fns]
     order_rng = np.random.default_rng(seed)
-    with tqdm(total=rounds * len(fns), desc=desc, disable=not progress) as bar:
+    with tqdm(total=rounds * len(fns), desc=desc, disable=None if progress else True) as bar:
         for r in range(rounds):
             for i in order_rng.permutation(len(fns)):
                 s, _ = time_callable(fns[i], 1, per_round[r], numbers[i], sample_ms)

@@ -240,7 +240,7 @@ def measure_in_context(
         for net, x in zip(nets, inputs):
             for _ in range(warmup):
                 net(x)
-        with tqdm(total=rounds * len(nets), desc=desc, disable=not progress) as bar:
+        with tqdm(total=rounds * len(nets), desc=desc, disable=None if progress else True) as bar:
             for r in range(rounds):
                 for i in order_rng.permutation(len(nets)):
                     net, x = nets[i], inputs[i]

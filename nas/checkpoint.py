@@ -74,6 +74,15 @@ def supernet_payload(supernet: Supernet, **extra: Any) -> dict[str, Any]:
 def load_supernet(path: str | os.PathLike[str], space: SearchSpace | None = None) -> Supernet:
     """A supernet checkpoint (from ``train_supernet``) as a ``Supernet`` in eval mode. If ``space``
     is given the checkpoint must have been trained for exactly that space."""
+    return load_supernet_with_identity(path, space)[0]
+
+
+def load_supernet_with_identity(
+    path: str | os.PathLike[str], space: SearchSpace | None = None
+) -> tuple[Supernet, dict[str, Any]]:
+    """:func:`load_supernet`, plus what it was trained on: ``{"data", "seed", "config", "space"}``
+    (the seed also fixed the data split, which a search must reuse so that it never scores
+    candidates on images the supernet trained on)."""
     payload = load_checkpoint(path, SUPERNET_FORMAT, "supernet checkpoint")
     if space is not None:
         difference = space_difference(payload.get("space"), space)
@@ -94,4 +103,5 @@ def load_supernet(path: str | os.PathLike[str], space: SearchSpace | None = None
             f"supernet checkpoint {path} is from an unfinished training run (epoch {payload.get('epoch')}); "
             "resume its training first"
         )
-    return supernet.eval()
+    identity = payload.get("identity")
+    return supernet.eval(), identity if isinstance(identity, dict) else {}

@@ -84,7 +84,7 @@ def _searcher_class():
     return RecordingOptunaSearch
 
 
-def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path) -> None:
+def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path, data_seed: int) -> None:
     """Run the remaining trials as Ray Tune trials on a local runtime (bounded CPUs/memory) or on
     the cluster at ``--ray-address``."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -106,7 +106,7 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path)
     context = {
         "space": space.to_dict(),
         "data": config.data,
-        "seed": config.seed,
+        "seed": data_seed,  # the data split the supernet was trained with
         "supernet": supernet_path,
         "target": config.target,
         "memory_policy": config.memory_policy,

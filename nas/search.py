@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ def prepare_run_dir(config: SearchConfig, space: SearchSpace, argv: list[str] | 
         previous = saved["args"]
         mismatched = [
             key
-            for key in ("target", "data", "objectives", "memory_policy", "split_t", *CONSTRAINTS)
+            for key in ("target", "data", "seed", "objectives", "memory_policy", "split_t", *CONSTRAINTS)
             if previous.get(key) != config.to_dict().get(key)
         ]
         if not _same_space(saved["space"], space):
@@ -121,14 +122,35 @@ def _same_space(saved: Any, space: SearchSpace) -> bool:
 
 
 # ---- supernet ----------------------------------------------------------------------------------
+def given_supernet(config: SearchConfig, space: SearchSpace) -> tuple[Any, int]:
+    """``(supernet, data split seed)``: the ``--supernet`` checkpoint (None if not given) and the
+    seed its training data was split with, which the search must reuse: with another split it
+    would score candidates on images the supernet trained on."""
+    from .checkpoint import load_supernet_with_identity
+
+    if not config.supernet:
+        return None, config.seed
+    supernet, identity = load_supernet_with_identity(config.supernet, space)
+    trained_on = identity.get("data")
+    if trained_on is not None and not _same_data(trained_on, config.data):
+        raise UsageError(
+            f"supernet checkpoint {config.supernet} was trained on data {trained_on!r}, not {config.data!r}; "
+            f"search with --data {trained_on} or train a supernet on this data (omit --supernet)"
+        )
+    return supernet, int(identity.get("seed", config.seed))
+
+
+def _same_data(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return a.strip().lower() == b.strip().lower()
+
+
 def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir: Path) -> Any:
-    """A trained supernet: ``--supernet PATH`` if given, else the run folder's own checkpoint
-    (training it, or resuming its training, under a lock so concurrent workers train once)."""
-    from .checkpoint import load_supernet
+    """A trained supernet: the run folder's own checkpoint, trained (or its training resumed)
+    under a lock so that concurrent workers train it once."""
     from .train import SupernetTrainConfig, train_supernet
 
-    if config.supernet:
-        return load_supernet(config.supernet, space)
     train_config = SupernetTrainConfig()
     if config.supernet_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.supernet_epochs)
@@ -280,7 +302,8 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     space = get_space(config.space)
     cost_model = CostModel.create(config.target, config.memory_policy, config.split_t)
     check_feasible(space, cost_model, config.constraints())
-    data = load_data(config.data, resolution=max(space.resolutions), seed=config.seed)
+    supernet, data_seed = given_supernet(config, space)
+    data = load_data(config.data, resolution=max(space.resolutions), seed=data_seed)
     if getattr(data, "num_classes", space.num_classes) != space.num_classes:
         raise UsageError(
             f"the data has {data.num_classes} classes but space {space.name!r} has {space.num_classes}; "
@@ -288,7 +311,8 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         )
     run_dir = prepare_run_dir(config, space, argv)
     study = open_study(config, space, cost_model, run_dir)
-    supernet = obtain_supernet(config, space, data, run_dir)
+    if supernet is None:
+        supernet = obtain_supernet(config, space, data, run_dir)
     evaluator = CandidateEvaluator(supernet, data, cost_model)
     if config.engine == "optuna":
         run_worker(
@@ -297,7 +321,7 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     else:
         from .ray_engine import run_ray
 
-        run_ray(config, space, study, run_dir)
+        run_ray(config, space, study, run_dir, data_seed)
     with file_lock(run_dir / LOCK_FILE):
         return write_outputs(run_dir, config, space, study, evaluator)
 

@@ -133,7 +133,7 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
 def _progress_bar(total: int, initial: int, desc: str, progress: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not progress, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=None if progress else True, dynamic_ncols=True)
 
 
 def _sgd_loop(

@@ -75,6 +75,8 @@ CASES = [
     ("missing dataset", lambda s, d, r, t: ["--data", str(t / "nowhere")], "nowhere"),
     ("corrupt dataset", lambda s, d, r, t: ["--data", write(t, "x.npz", "garbage")], "x.npz"),
     ("checkpoint of another space", lambda s, d, r, t: ["--space", other_space(s, t), "--supernet", str(r / "supernet.pt"), "--out", str(t / "new")], "differs from space"),
+    ("checkpoint trained on other data", lambda s, d, r, t: ["--data", "digits", "--supernet", str(r / "supernet.pt")], "was trained on data"),
+    ("resume with another seed", lambda s, d, r, t: ["--seed", "7", "--out", str(r)], "different seed"),
     ("out is a file", lambda s, d, r, t: ["--out", write(t, "file.txt", "x")], "is a file"),
     ("resume with another space", lambda s, d, r, t: ["--space", other_space(s, t), "--out", str(r)], "different space"),
     ("resume with another target", lambda s, d, r, t: ["--target", "host", "--out", str(r)], "different target"),

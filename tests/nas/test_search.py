@@ -153,3 +153,17 @@ def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run)
     assert (df["state"] == "COMPLETE").sum() == 3
     assert df["accuracy"].notna().all() and df["madds"].notna().all()
     assert (ray_result.run_dir / "best" / "model.pt").is_file()
+
+
+def test_reused_supernet_keeps_its_data_split(finished_run, space_file, digits_npz, tmp_path):
+    """Another --seed with --supernet still scores on the split the supernet was trained with
+    (never on its training images): the baselines score exactly as in the original run."""
+    result, _ = finished_run
+    config = SearchConfig(
+        space=space_file, data=digits_npz, trials=2, seed=5, out=str(tmp_path / "reuse"), progress=False,
+        supernet=str(result.run_dir / "supernet.pt"), export_onnx=False, sampler="random",
+    )  # fmt: skip
+    again = run_search(config)
+    original = pd.read_csv(result.run_dir / "baselines.csv")
+    reused = pd.read_csv(again.run_dir / "baselines.csv")
+    assert reused["accuracy"].tolist() == original["accuracy"].tolist()
