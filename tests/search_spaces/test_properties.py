@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from hypothesis import given, settings
 
-from search_spaces import ArchSpec, parse_arch
+from search_spaces import ArchSpec, build_model, parse_arch
 from tests.properties import arch_specs, space_and_code
 
 
@@ -26,3 +27,14 @@ def test_encode_decode_round_trip(space_code):
     assert np.array_equal(space.encode(spec), code)
     assert space.decode(space.encode(spec)) == spec
     assert space.spec_from_params(space.params_from_spec(spec)) == spec
+
+
+@settings(max_examples=25, deadline=None)
+@given(space_and_code())
+def test_every_sampled_spec_builds_and_runs_at_its_resolution(space_code):
+    space, code = space_code
+    spec = space.decode(code)
+    model = build_model(spec).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 3, spec.resolution, spec.resolution))
+    assert out.shape == (1, spec.num_classes) and torch.isfinite(out).all()
