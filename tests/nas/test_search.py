@@ -45,6 +45,8 @@ def test_run_folder_holds_every_output(finished_run):
     config = json.loads((run / "config.json").read_text())
     assert config["args"]["target"] == "pixel" and config["space"]["name"] == "tiny-test"
     assert "torch" in config["versions"] and config["seed"] == 0
+    deployment = json.loads((run / "best" / "deployment.json").read_text())
+    assert deployment["memory_policy"] == "bottleneck" and deployment["executor"] == "fused-blocks"
 
 
 def test_trials_table(finished_run):
@@ -119,10 +121,13 @@ def test_cli_summary(space_file, digits_npz, tmp_path, capsys):
     out = tmp_path / "cli"
     code = search_main(
         ["--space", space_file, "--data", digits_npz, "--trials", "3", "--supernet-epochs", "1", "--out", str(out),
-         "--no-progress", "--no-onnx", "--sampler", "random", "--objectives", "accuracy,madds,peak_memory_bytes"]
+         "--no-progress", "--no-onnx", "--sampler", "random", "--objectives", "accuracy,madds,peak_memory_bytes",
+         "--memory-policy", "split", "--split-t", "2"]
     )
     text = capsys.readouterr().out
     assert code == 0
+    deployment = json.loads((out / "best" / "deployment.json").read_text())
+    assert deployment["executor"] == "hw_models.executor.SplitExecutor" and deployment["t"] == 2
     assert "Pareto front" in text and str(out) in text and "python -m nas.export" in text
     assert not (out / "best" / "model.onnx").exists()
 
