@@ -20,6 +20,8 @@ from .arch import ArchSpec, BlockPlan, block_plan
 from .builder import ConvBNAct, InvertedResidualNet, build_model, init_weights
 from .space import SearchSpace
 
+_MAX_FROZEN_SLICES = 8  # per layer: bounds the memory of the inference cache
+
 
 class ElasticConvBN(nn.Module):
     """Conv (no bias, SAME padding) + batch norm at the largest size, run on a leading slice.
@@ -38,6 +40,32 @@ class ElasticConvBN(nn.Module):
         )
         self.bn = nn.BatchNorm2d(out_channels)
         self.depthwise = depthwise
+        # Inference only: contiguous copies of active slices, keyed by the size and by the
+        # identity and version of the tensors they were copied from (any update invalidates them).
+        self._frozen_slices: dict[tuple, tuple[tuple, tuple[Tensor, ...]]] = {}
+
+    def _inference_slices(self, in_channels: int, out_channels: int, kernel_size: int) -> tuple[Tensor, ...]:
+        sources = (self.conv.weight, self.bn.weight, self.bn.bias, self.bn.running_mean, self.bn.running_var)
+        stamp = tuple((id(t), t._version) for t in sources)
+        key = (in_channels, out_channels, kernel_size)
+        cached = self._frozen_slices.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        norm = self.sliced_norm(out_channels)
+        slices = tuple(
+            t.contiguous()
+            for t in (
+                self.sliced_weight(in_channels, out_channels, kernel_size),
+                norm["weight"],
+                norm["bias"],
+                norm["running_mean"],
+                norm["running_var"],
+            )
+        )
+        if len(self._frozen_slices) >= _MAX_FROZEN_SLICES:
+            self._frozen_slices.pop(next(iter(self._frozen_slices)))
+        self._frozen_slices[key] = (stamp, slices)
+        return slices
 
     def sliced_weight(self, in_channels: int, out_channels: int, kernel_size: int) -> Tensor:
         """The active conv weight: leading channels, centre ``kernel_size`` x ``kernel_size`` taps."""
@@ -61,6 +89,12 @@ class ElasticConvBN(nn.Module):
 
     def forward(self, x: Tensor, out_channels: int, kernel_size: int, activation: bool) -> Tensor:
         in_channels = x.shape[1]
+        if not self.training and not torch.is_grad_enabled():
+            weight, gamma, beta, mean, var = self._inference_slices(in_channels, out_channels, kernel_size)
+            groups = out_channels if self.depthwise else 1
+            y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2, 1, groups)
+            y = F.batch_norm(y, mean, var, gamma, beta, False, 0.0, self.bn.eps)
+            return F.relu6(y, inplace=True) if activation else y
         weight = self.sliced_weight(in_channels, out_channels, kernel_size)
         groups = out_channels if self.depthwise else 1
         y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2, 1, groups)
@@ -96,9 +130,7 @@ class ElasticInvertedResidual(nn.Module):
         self.depthwise = ElasticConvBN(hidden, hidden, kernel_size, stride, depthwise=True)
         self.project = ElasticConvBN(hidden, out_channels, 1, 1, depthwise=False)
 
-    def forward(
-        self, x: Tensor, plan: BlockPlan, relu6_bottleneck: bool, wide: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, plan: BlockPlan, relu6_bottleneck: bool, wide: Tensor | None) -> tuple[Tensor, Tensor]:
         """Returns the block output and its (post-shortcut) expanded tensor, for a wide shortcut."""
         if plan.hidden != plan.in_channels:
             assert self.expand is not None, "expansion > 1 in a block built without an expansion conv"
@@ -107,7 +139,9 @@ class ElasticInvertedResidual(nn.Module):
             h = x
         if plan.wide_shortcut:
             h = h + wide
-        out = self.project(self.depthwise(h, plan.hidden, plan.kernel_size, True), plan.out_channels, 1, relu6_bottleneck)
+        out = self.project(
+            self.depthwise(h, plan.hidden, plan.kernel_size, True), plan.out_channels, 1, relu6_bottleneck
+        )
         return (out + x if plan.residual else out), h
 
 

@@ -147,3 +147,23 @@ def test_spec_outside_the_space_is_a_clear_error():
 @pytest.mark.parametrize("name", sorted(SPACES))
 def test_every_shipped_space_builds(name):
     Supernet(get_space(name))
+
+
+def test_inference_after_a_weight_update_uses_the_new_weights():
+    """Eval-mode inference reuses contiguous weight slices; any update of the weights or batch-norm
+    statistics (optimizer step, load_state_dict, recalibration) must be seen by the next call."""
+    space = options_space()
+    supernet = perturbed_supernet(space)
+    spec = space.smallest()
+    x = torch.randn(2, 3, spec.resolution, spec.resolution)
+    with torch.no_grad():
+        before = supernet(x, spec)
+        for m in supernet.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.mul_(2.0)
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(0.5)
+        after = supernet(x, spec)
+        expected = supernet.extract(spec).eval()(x)
+    assert (after - before).abs().max().item() > 1e-3
+    assert (after - expected).abs().max().item() <= 1e-5
