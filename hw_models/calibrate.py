@@ -12,7 +12,6 @@ coefficients, non-negative; ``auto`` = the one with the lower leave-one-out erro
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import math
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from search_spaces.arch import ArchSpec, check_writable_file, parse_arch
+from search_spaces.cli import OneLineParser
 
 from .opmodel import TILES, fit_features
 from .targets import SHIPPED, LatencyTarget, check_target_name, load_target, user_target_dir
@@ -187,7 +187,7 @@ def calibrate_target(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw_models.calibrate", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m hw_models.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("measurements", help="CSV of arch,latency_ms rows measured on your device")
     parser.add_argument("--name", required=True, help="name to save the target under (then use --target NAME)")
     parser.add_argument("--base", default="pixel", help="target whose model is calibrated (name or path)")

@@ -7,7 +7,6 @@ tables. Its op-model coefficients (see :mod:`hw_models.opmodel`) are fitted to t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as _dt
 import os
@@ -18,6 +17,7 @@ from importlib import resources
 import numpy as np
 
 from search_spaces.arch import ArchSpec, parse_arch
+from search_spaces.cli import OneLineParser
 from search_spaces.mobilenet import mobilenet_v2
 
 from .opmodel import TILES, fit_features
@@ -122,7 +122,7 @@ def describe_target(target: LatencyTarget) -> str:
 def main(argv: list[str] | None = None) -> int:
     from .report import resolve_arch  # the report CLI's --arch conventions
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m hw_models.predict", description="Predicted latency of an architecture on a target."
     )
     parser.add_argument("--arch", default=None, help="'mobilenet_v2', an arch.json path or a compact string")

@@ -11,7 +11,6 @@ default into the user target directory, so ``--target NAME`` finds it).
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import itertools
 import os
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from search_spaces.arch import ArchSpec, BlockPlan, block_plan, check_writable_file
 from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_model
+from search_spaces.cli import OneLineParser
 from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 
@@ -444,7 +444,7 @@ def network_overhead(end_to_end_ms: list[float], sum_of_parts_ms: list[float]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw_models.profile", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m hw_models.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--target-name", required=True, help="name to save the target under (e.g. host)")
     parser.add_argument("--space", default=DEFAULT_PROXY_SPACE, help="search space name or JSON path")
     parser.add_argument("--runtime", default="torch", choices=RUNTIMES)

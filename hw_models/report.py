@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from search_spaces import ArchSpec, mobilenet_v2, parse_arch
+from search_spaces.cli import OneLineParser
 
 from .analytic import MEMORY_POLICIES, count_madds, count_params, peak_memory_bytes
 from .table import layer_table
@@ -40,7 +40,7 @@ def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hw_models.report", description=__doc__)
+    parser = OneLineParser(prog="python -m hw_models.report", description=__doc__)
     parser.add_argument(
         "--arch", default="mobilenet_v2", help="'mobilenet_v2', an arch.json path or a compact architecture string"
     )

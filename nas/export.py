@@ -3,7 +3,6 @@ of a run as a config or a deployable model."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 
 from search_spaces import ArchSpec, build_model
 from search_spaces.arch import atomic_write_text
+from search_spaces.cli import OneLineParser
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .run_dir import atomic_write_json, read_json
@@ -120,7 +120,7 @@ def export_run(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nas.export", description=__doc__)
+    parser = OneLineParser(prog="python -m nas.export", description=__doc__)
     parser.add_argument("run_dir", help="a run folder made by python -m nas.search")
     parser.add_argument("--format", default="json", help=f"one of {', '.join(FORMATS)} (default json)")
     parser.add_argument("--out", default=None, help="output file (default RUN_DIR/export/model.<ext>)")

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from search_spaces import SearchSpace, get_space
+from search_spaces.cli import OneLineParser
 
 from .analysis import pareto_front
 from .baselines import mobilenet_v2_family
@@ -344,8 +345,8 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         return write_outputs(run_dir, config, space, study, evaluator)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (raised, so ``main`` reports it and returns 2)."""
+class SearchParser(OneLineParser):
+    """A usage error is raised, so that ``main`` reports it like any other bad input (exit 2)."""
 
     def error(self, message: str):
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -353,7 +354,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     d = SearchConfig()
-    p = OneLineParser(
+    p = SearchParser(
         prog="python -m nas.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(

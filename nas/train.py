@@ -10,7 +10,6 @@ step samples, so a run resumed from its checkpoint continues exactly as if never
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from search_spaces import ArchSpec, SearchSpace, build_model, parse_arch
+from search_spaces.cli import OneLineParser
 from search_spaces.supernet import Supernet
 
 from .checkpoint import load_checkpoint, save_checkpoint, supernet_payload
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     from .run_dir import atomic_write_json
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m nas.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", required=True, help="arch.json (e.g. runs/<name>/best/arch.json), YAML or compact string")
     parser.add_argument(
         "--data",

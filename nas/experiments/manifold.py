@@ -19,7 +19,6 @@ Errors, each relative to the spiral's total variance ``mean ||x - mean(x)||^2`` 
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from search_spaces.arch import atomic_write_bytes, atomic_write_text, check_writable_file
+from search_spaces.cli import OneLineParser
 
 DEFAULT_DIMS = (2, 3, 5, 15, 30)
 DEFAULT_NAME = "figure1"
@@ -168,7 +168,7 @@ def format_table(result: ManifoldResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m nas.experiments.manifold",
         description="MobileNetV2 Figure 1: a 2-D spiral through ReLU(T x) in n dimensions and back with pinv(T).",
     )
