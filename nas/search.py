@@ -329,10 +329,20 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
             "use a space whose num_classes matches the data"
         )
     run_dir = prepare_run_dir(config, space, argv)
+    status(
+        f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
+    )
     study = open_study(config, space, cost_model, run_dir)
     if supernet is None:
+        status(f"supernet: training (or resuming) in {run_dir / 'supernet.pt'}")
+        started = time.perf_counter()
         supernet = obtain_supernet(config, space, data, run_dir)
+        status(f"supernet: ready in {time.perf_counter() - started:.0f} s")
     evaluator = CandidateEvaluator(supernet, data, cost_model)
+    status(
+        f"search: {config.engine} ({config.sampler}), {config.trials} trials in total, "
+        f"objectives {', '.join(config.objectives)}, target {config.target}"
+    )
     if config.engine == "optuna":
         run_worker(
             study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE, progress=config.progress
@@ -341,8 +351,14 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         from .ray_engine import run_ray
 
         run_ray(config, space, study, run_dir, data_seed)
+    status("writing the run folder: trials, front, baselines, best architecture, report")
     with file_lock(run_dir / LOCK_FILE):
         return write_outputs(run_dir, config, space, study, evaluator)
+
+
+def status(message: str) -> None:
+    """A stage of the run, on stderr: visible in logs, where progress bars are switched off."""
+    print(f"[nas.search] {message}", file=sys.stderr, flush=True)
 
 
 class SearchParser(OneLineParser):
