@@ -15,6 +15,7 @@ from nas.config import SearchConfig
 from nas.export import main as export_main
 from nas.search import main as search_main
 from nas.search import run_search
+from nas.train import main as train_main
 
 
 def snapshot(folder: Path) -> dict[str, str]:
@@ -43,6 +44,12 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     path = tmp_path / name
     path.write_text(text)
     return str(path)
+
+
+def truncated(path: Path, tmp_path: Path) -> str:
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    return str(tmp_path / "cut.pt")
 
 
 def broken_space(space_file: str, tmp_path: Path, **change) -> str:
@@ -74,6 +81,8 @@ CASES = [
     ("impossible constraint", lambda s, d, r, t: ["--max-latency-ms", "1e-9"], "no architecture in space"),
     ("missing dataset", lambda s, d, r, t: ["--data", str(t / "nowhere")], "nowhere"),
     ("corrupt dataset", lambda s, d, r, t: ["--data", write(t, "x.npz", "garbage")], "x.npz"),
+    ("checkpoint not a checkpoint", lambda s, d, r, t: ["--supernet", write(t, "bad.pt", "garbage")], "bad.pt"),
+    ("checkpoint truncated", lambda s, d, r, t: ["--supernet", truncated(r / "supernet.pt", t)], "cut.pt"),
     ("checkpoint of another space", lambda s, d, r, t: ["--space", other_space(s, t), "--supernet", str(r / "supernet.pt"), "--out", str(t / "new")], "differs from space"),
     ("checkpoint trained on other data", lambda s, d, r, t: ["--data", "digits", "--supernet", str(r / "supernet.pt")], "was trained on data"),
     ("resume with another seed", lambda s, d, r, t: ["--seed", "7", "--out", str(r)], "different seed"),
@@ -112,6 +121,17 @@ def test_corrupt_arch_json_in_export(existing_run, tmp_path, capsys):
     assert export_main([str(copy), "--format", "json"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not valid JSON" in err
+
+
+@pytest.mark.parametrize("cut", [0, 0.5])
+def test_corrupt_arch_json_in_train(existing_run, tmp_path, capsys, cut):
+    text = (existing_run / "best" / "arch.json").read_text()
+    path = tmp_path / "arch.json"
+    path.write_text(text[: int(len(text) * cut)])
+    assert train_main(["--arch", str(path), "--epochs", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "arch.json" in err, err
+    assert not (tmp_path / "retrained-scratch").exists()
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
