@@ -49,6 +49,22 @@ def evaluate_trial(config: dict[str, Any], context: dict[str, Any]) -> dict[str,
     return evaluator(space.spec_from_params(params))
 
 
+class RayTrialError(RuntimeError):
+    """A trial failed inside Ray: reported by ``nas.search`` in one line (exit 1)."""
+
+
+def _absolute_if_path(value: str) -> str:
+    """``value`` made absolute if it names an existing file or folder (a data or target path),
+    unchanged if it is a name such as ``cluttered-digits`` or ``pixel``."""
+    return str(Path(value).resolve()) if Path(value).exists() else value
+
+
+def _last_line(error: BaseException) -> str:
+    """The root cause of an error Ray re-raises with the worker's whole traceback in its text."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
 def _searcher_class():
     from ray.tune.search.optuna import OptunaSearch
 
@@ -102,13 +118,16 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path,
     remaining = config.trials - counts[TrialState.COMPLETE] - counts[TrialState.RUNNING]
     if remaining <= 0:
         return
-    supernet_path = config.supernet or str((run_dir / "supernet.pt").resolve())
+    # Ray runs each trial in its own working directory: every path must be absolute.
+    supernet_path = (
+        str(Path(config.supernet).resolve()) if config.supernet else str((run_dir / "supernet.pt").resolve())
+    )
     context = {
         "space": space.to_dict(),
-        "data": config.data,
+        "data": _absolute_if_path(config.data),
         "seed": data_seed,  # the data split the supernet was trained with
         "supernet": supernet_path,
-        "target": config.target,
+        "target": _absolute_if_path(config.target),
         "memory_policy": config.memory_policy,
         "split_t": config.split_t,
     }
@@ -155,12 +174,16 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path,
                 storage_path=str((run_dir / "ray").resolve()),
                 verbose=0,
                 log_to_file=True,
+                failure_config=tune.FailureConfig(fail_fast=True),
             ),
         )
         results = tuner.fit()
         errors = [r.error for r in results if r.error is not None]
-        if errors and len(errors) == len(results):
-            raise RuntimeError(f"every Ray trial failed; first error: {errors[0]}")
+        if errors:
+            raise RayTrialError(
+                f"a Ray trial failed: {_last_line(errors[0])} (Ray logs in {run_dir / 'ray'}); "
+                "finished trials are kept, fix the cause and re-run the same command"
+            )
     finally:
         if started_here:
             ray.shutdown()

@@ -469,6 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from .ray_engine import RayTrialError
+
+        if not isinstance(e, RayTrialError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished trials are saved; re-run the same command to continue", file=sys.stderr)
         return 130

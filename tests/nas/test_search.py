@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -146,11 +147,13 @@ def test_constraints_keep_infeasible_trials_off_the_front(space_file, digits_npz
     assert (result.front["madds"] <= median_madds).all()
 
 
-def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run):
+def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run, monkeypatch):
+    """Relative paths work although Ray runs each trial in a working directory of its own."""
     result, _ = finished_run
+    monkeypatch.chdir(tmp_path)
     config = SearchConfig(
-        space=space_file, data=digits_npz, trials=3, out=str(tmp_path / "ray"), progress=False,
-        engine="ray", ray_workers=2, supernet=str(result.run_dir / "supernet.pt"), export_onnx=False,
+        space=space_file, data=os.path.relpath(digits_npz), trials=3, out="ray", progress=False,
+        engine="ray", ray_workers=2, supernet=os.path.relpath(result.run_dir / "supernet.pt"), export_onnx=False,
     )
     ray_result = run_search(config)
     df = ray_result.trials
@@ -172,3 +175,10 @@ def test_reused_supernet_keeps_its_data_split(finished_run, space_file, digits_n
     original = pd.read_csv(result.run_dir / "baselines.csv")
     reused = pd.read_csv(again.run_dir / "baselines.csv")
     assert reused["accuracy"].tolist() == original["accuracy"].tolist()
+
+
+def test_ray_trial_error_is_reported_by_its_root_cause():
+    from nas.ray_engine import _last_line
+
+    error = RuntimeError("Traceback (most recent call last):\n  File x, line 1\n\nValueError: no such file\n")
+    assert _last_line(error) == "ValueError: no such file"
