@@ -15,6 +15,7 @@ import functools
 import gc
 import math
 import os
+import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,18 @@ DEFAULT_REPEATS = 100
 DEFAULT_SAMPLE_MS = 0.5
 STATISTICS: tuple[str, ...] = ("median", "p10", "min", "mean")
 ArchLike = ArchSpec | str | os.PathLike | dict  # anything search_spaces.parse_arch reads
+
+
+def cpu_name() -> str:
+    """This machine's processor, as ``/proc/cpuinfo`` names it (profiles record it as ``device``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def summarize(samples_ms: Any, statistic: str = "median") -> float:

@@ -204,13 +204,15 @@ class LatencyTarget:
         cached = self._cache.get(spec)
         if cached is not None:
             return cached
+        if "machine" not in self._warned:
+            self._warn_if_profiled_elsewhere()
         if self.lookup is None:
             value = self.op_model_ms(spec)
         else:
             rows = self.breakdown(spec)
             value = sum(ms for _, ms, _ in rows)
             missing = sum(src == "model" for _, _, src in rows)
-            if missing and not self._warned:
+            if missing and "fallback" not in self._warned:
                 self._warned.add("fallback")
                 space = self.provenance.get("space", "?")
                 warnings.warn(
@@ -226,6 +228,22 @@ class LatencyTarget:
                 self._cache.clear()
             self._cache[spec] = value
         return value
+
+    def _warn_if_profiled_elsewhere(self) -> None:
+        """A target measured on a CPU (``hw_models.profile`` records its platform) describes that
+        CPU: warn once if this machine has another one, since ``host`` then means someone else's."""
+        self._warned.add("machine")
+        from .measure import cpu_name
+
+        device = self.provenance.get("device")
+        if "platform" in self.provenance and isinstance(device, str) and device != cpu_name():
+            warnings.warn(
+                f"latency target {self.name!r} was profiled on {device}, but this machine is {cpu_name()}: its "
+                f"predictions describe that machine; re-profile here with "
+                f"`python -m hw_models.profile --target-name {self.name}` (warned once per target)",
+                UserWarning,
+                stacklevel=4,
+            )
 
     def coverage(self, spec: ArchSpec) -> float:
         """Share of ``spec``'s parts found in the lookup table (1.0 without a table: pure model)."""

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hw_models import load_target, profile_target
-from hw_models.profile import covering_networks, main, network_overhead, space_parts, timed_forward
+from hw_models.profile import covering_networks, fit_network_terms, main, space_parts, timed_forward
 from hw_models.targets import spec_part_keys
 from search_spaces import SPACES, SearchSpace, StageChoices, build_model, get_space
 
@@ -144,8 +144,17 @@ def test_cli_errors_are_one_line(argv, match, capsys):
     assert err.startswith("error: ") and match in err and err.count("\n") == 1
 
 
-def test_negative_surplus_never_makes_a_negative_overhead():
-    """Parts timed apart that add up to more than whole networks give overhead 0, not a negative
-    constant that would predict tiny networks at <= 0 ms; the surplus is still reported."""
-    assert network_overhead([1.0, 2.0, 3.0], [0.8, 1.9, 2.5]) == pytest.approx((0.2, 0.2))
-    assert network_overhead([1.0, 2.0, 3.0], [1.1, 2.3, 3.2]) == pytest.approx((0.0, -0.2))
+def test_network_terms_recover_scale_and_overhead():
+    sums = [0.4, 0.6, 0.9, 1.3]
+    e2e = [1.07 * (x + 0.02) for x in sums]
+    assert fit_network_terms(e2e, sums) == pytest.approx((1.07, 0.02))
+
+
+def test_network_overhead_is_never_negative():
+    """Parts that add up to more than whole networks by a constant give overhead 0 and a scale
+    below 1, never a negative call cost (which would predict tiny networks at <= 0 ms)."""
+    sums = [0.4, 0.6, 0.9, 1.3]
+    scale, overhead = fit_network_terms([x - 0.05 for x in sums], sums)
+    assert overhead == 0.0 and 0.8 < scale < 1.0
+    with pytest.raises(ValueError):
+        fit_network_terms([1.0, -1.0], [1.0, 1.0])

@@ -178,3 +178,23 @@ def test_shipped_host_target_covers_the_default_space(rng):
     assert 0 < host.coverage(mobilenet_v2(0.35, 64)) < 1
     with pytest.warns(UserWarning, match="profile your space"):
         assert np.isfinite(host.renamed("host-copy").predict(mobilenet_v2(0.35, 64)))
+
+
+def test_a_target_profiled_on_another_cpu_warns_once(rng):
+    from hw_models.measure import cpu_name
+
+    spec = get_space("proxy-digits").sample(rng)
+    pixel = load_target("pixel")
+    here = pixel.renamed("here", provenance={"device": cpu_name(), "platform": "Linux"})
+    there = pixel.renamed("there", provenance={"device": "Some Other CPU 9000", "platform": "Linux"})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        here.predict(spec)  # profiled on this CPU: silent
+        pixel.predict(spec)  # not profiled on a CPU (fitted to published phone numbers): silent
+    with pytest.warns(UserWarning, match="profiled on Some Other CPU 9000, but this machine is"):
+        there.predict(spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        there.predict(get_space("proxy-digits").sample(rng))  # once per target
