@@ -284,6 +284,7 @@ def usage_lines(run_dir: Path) -> list[str]:
     return [
         f"python -m nas.export {run_dir} --format onnx          # or json, yaml, torchscript",
         f"python -m nas.train --arch {run_dir}/best/arch.json   # retrain from scratch (--init supernet to fine-tune)",
+        f"python -m nas.search --supernet {run_dir}/supernet.pt --objectives accuracy,latency_ms,peak_memory_bytes   # search again, no supernet training",
         f"python -c \"from search_spaces import ArchSpec, build_model; m = build_model(ArchSpec.from_json('{run_dir}/best/arch.json'))\"",
         f"python -c \"import nas; df = nas.load_trials('{run_dir}'); print(nas.pareto_front(df))\"",
     ]
