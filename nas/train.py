@@ -336,7 +336,7 @@ def _supernet_weights(arch_path: Path, spec: ArchSpec, supernet_path: str | None
     folder's ``supernet.pt`` next to ``best/arch.json``."""
     from .checkpoint import load_supernet
 
-    path = Path(supernet_path) if supernet_path else arch_path.resolve().parent.parent / "supernet.pt"
+    path = Path(supernet_path) if supernet_path else _run_supernet(arch_path.resolve().parent.parent)
     if not path.is_file():
         raise ValueError(f"no supernet checkpoint at {path}; pass --supernet PATH or use --init scratch")
     supernet = load_supernet(path)
@@ -345,6 +345,21 @@ def _supernet_weights(arch_path: Path, spec: ArchSpec, supernet_path: str | None
     except ValueError as e:
         raise ValueError(f"the architecture is not in the space of supernet {path}: {e}") from None
     return supernet.extract(spec)
+
+
+def _run_supernet(run_dir: Path) -> Path:
+    """The supernet a run folder's search used: its own ``supernet.pt``, or the checkpoint it was
+    given with ``--supernet`` (recorded in its ``config.json``)."""
+    own = run_dir / "supernet.pt"
+    if own.is_file() or not (run_dir / "config.json").is_file():
+        return own
+    from .run_dir import read_json
+
+    try:
+        given = read_json(run_dir / "config.json", "run config").get("args", {}).get("supernet")
+    except (ValueError, AttributeError):
+        return own
+    return Path(given) if isinstance(given, str) and given else own
 
 
 def main(argv: list[str] | None = None) -> int:

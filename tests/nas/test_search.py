@@ -175,6 +175,13 @@ def test_reused_supernet_keeps_its_data_split(finished_run, space_file, digits_n
     original = pd.read_csv(result.run_dir / "baselines.csv")
     reused = pd.read_csv(again.run_dir / "baselines.csv")
     assert reused["accuracy"].tolist() == original["accuracy"].tolist()
+    # fine-tuning the exported architecture finds the supernet the run was given
+    from nas.train import main as train_main
+
+    arch = str(again.run_dir / "best" / "arch.json")
+    argv = ["--arch", arch, "--init", "supernet", "--epochs", "1", "--data", digits_npz, "--no-progress"]
+    assert train_main(argv) == 0
+    assert (again.run_dir / "best" / "retrained-supernet" / "model.pt").is_file()
 
 
 def test_ray_trial_error_is_reported_by_its_root_cause():
