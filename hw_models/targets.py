@@ -235,10 +235,10 @@ class LatencyTarget:
         self._warned.add("machine")
         from .measure import cpu_name
 
-        device = self.provenance.get("device")
-        if "platform" in self.provenance and isinstance(device, str) and device != cpu_name():
+        device, here = self.provenance.get("device"), cpu_name()
+        if "platform" in self.provenance and isinstance(device, str) and device != here:
             warnings.warn(
-                f"latency target {self.name!r} was profiled on {device}, but this machine is {cpu_name()}: its "
+                f"latency target {self.name!r} was profiled on {device}, but this machine is {here}: its "
                 f"predictions describe that machine; re-profile here with "
                 f"`python -m hw_models.profile --target-name {self.name}` (warned once per target)",
                 UserWarning,

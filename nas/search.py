@@ -26,6 +26,7 @@ from .analysis import pareto_front
 from .baselines import mobilenet_v2_family
 from .config import CONSTRAINTS, ENGINES, SAMPLERS, SELECTIONS, SearchConfig
 from .objectives import METRICS, CandidateEvaluator, CostModel, check_feasible
+from .ray_engine import RayTrialError
 from .report import compare_with_baselines, format_front, plot_pareto, select_best, write_report
 from .run_dir import (
     CONFIG_FILE,
@@ -470,11 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        from .ray_engine import RayTrialError
-
-        if not isinstance(e, RayTrialError):
-            raise
+    except RayTrialError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -34,6 +34,3 @@ def positive_float(text: str) -> float:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, but got {text!r}")
     return value
-
-
-Parser = OneLineParser  # the benchmarks' name

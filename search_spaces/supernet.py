@@ -51,17 +51,7 @@ class ElasticConvBN(nn.Module):
         cached = self._frozen_slices.get(key)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        norm = self.sliced_norm(out_channels)
-        slices = tuple(
-            t.contiguous()
-            for t in (
-                self.sliced_weight(in_channels, out_channels, kernel_size),
-                norm["weight"],
-                norm["bias"],
-                norm["running_mean"],
-                norm["running_var"],
-            )
-        )
+        slices = tuple(t.contiguous() for t in self._active(in_channels, out_channels, kernel_size))
         if len(self._frozen_slices) >= _MAX_FROZEN_SLICES:
             self._frozen_slices.pop(next(iter(self._frozen_slices)))
         self._frozen_slices[key] = (stamp, slices)
@@ -87,29 +77,21 @@ class ElasticConvBN(nn.Module):
             return {name: getattr(bn, name) for name in names}
         return {name: getattr(bn, name)[:channels] for name in names}
 
+    def _active(self, in_channels: int, out_channels: int, kernel_size: int) -> tuple[Tensor, ...]:
+        """Views of the active conv weight and batch-norm weight, bias, mean and variance."""
+        norm = self.sliced_norm(out_channels)
+        weight = self.sliced_weight(in_channels, out_channels, kernel_size)
+        return weight, norm["weight"], norm["bias"], norm["running_mean"], norm["running_var"]
+
     def forward(self, x: Tensor, out_channels: int, kernel_size: int, activation: bool) -> Tensor:
         in_channels = x.shape[1]
-        if not self.training and not torch.is_grad_enabled():
+        if self.training or torch.is_grad_enabled():  # views: gradients and running statistics flow back
+            weight, gamma, beta, mean, var = self._active(in_channels, out_channels, kernel_size)
+        else:
             weight, gamma, beta, mean, var = self._inference_slices(in_channels, out_channels, kernel_size)
-            groups = out_channels if self.depthwise else 1
-            y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2, 1, groups)
-            y = F.batch_norm(y, mean, var, gamma, beta, False, 0.0, self.bn.eps)
-            return F.relu6(y, inplace=True) if activation else y
-        weight = self.sliced_weight(in_channels, out_channels, kernel_size)
         groups = out_channels if self.depthwise else 1
         y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2, 1, groups)
-        norm = self.sliced_norm(out_channels)
-        bn = self.bn
-        y = F.batch_norm(
-            y,
-            norm["running_mean"],
-            norm["running_var"],
-            norm["weight"],
-            norm["bias"],
-            self.training,
-            bn.momentum,
-            bn.eps,
-        )
+        y = F.batch_norm(y, mean, var, gamma, beta, self.training, self.bn.momentum, self.bn.eps)
         return F.relu6(y, inplace=True) if activation else y
 
     def copy_into(self, target: ConvBNAct, in_channels: int, out_channels: int, kernel_size: int) -> None:
