@@ -94,6 +94,7 @@ def open_study(config: SearchConfig, space: SearchSpace, cost_model: CostModel, 
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", identity)
+        study.set_metric_names(list(config.objectives))  # axis labels in Optuna Dashboard and plots
     elif stored != identity:
         changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
         raise ValueError(

@@ -60,6 +60,12 @@ def test_trials_table(finished_run):
     assert df["accuracy"].between(0, 1).all() and (df["latency_ms"] > 0).all()
     for arch in df["arch"]:
         ArchSpec.from_string(arch)
+    # the journal opens in Optuna (and Optuna Dashboard) with named objectives
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(result.run_dir / "study.journal"))
+    study = optuna.load_study(study_name="invres-nas", storage=optuna.storages.JournalStorage(backend))
+    assert study.metric_names == ["accuracy", "latency_ms"] and len(study.trials) == len(df)
 
 
 def test_pareto_and_hypervolume_from_pandas(finished_run):
