@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,9 @@ def open_study(config: SearchConfig, space: SearchSpace, cost_model: CostModel, 
     stored = study.user_attrs.get("identity")
     if stored is None:
         study.set_user_attr("identity", identity)
-        study.set_metric_names(list(config.objectives))  # axis labels in Optuna Dashboard and plots
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(config.objectives))  # axis labels in Optuna Dashboard and plots
     elif stored != identity:
         changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
         raise ValueError(
@@ -203,6 +206,4 @@ def trials_table(
 
 def quiet_optuna_experimental_warnings() -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
-    import warnings
-
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
