@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from search_spaces import SearchSpace, get_space
+from search_spaces.arch import atomic_write_bytes
 from search_spaces.cli import OneLineParser
 
 from .analysis import pareto_front
@@ -168,22 +169,46 @@ def _same_data(a: str, b: str) -> bool:
 
 def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir: Path) -> Any:
     """A trained supernet: the run folder's own checkpoint, trained (or its training resumed)
-    under a lock so that concurrent workers train it once."""
-    from .train import SupernetTrainConfig, train_supernet
+    under a lock so that concurrent workers train it once. A run folder beside this one that
+    finished training a supernet with exactly these settings on the embedded data lends a copy
+    instead (training is deterministic, so it would come out the same)."""
+    from .train import SupernetTrainConfig, supernet_identity, train_supernet
 
     train_config = SupernetTrainConfig()
     if config.supernet_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.supernet_epochs)
+    checkpoint = run_dir / "supernet.pt"
     with file_lock(run_dir / ".supernet.lock"):
+        if not checkpoint.exists() and not os.path.exists(config.data):
+            twin = trained_twin(run_dir, supernet_identity(space, data, train_config, config.seed))
+            if twin is not None:
+                status(f"supernet: reusing {twin} (same space, data, seed and training settings)")
+                atomic_write_bytes(checkpoint, twin.read_bytes())
+        if not checkpoint.exists():
+            status(f"supernet: training {train_config.epochs} epochs into {checkpoint}")
+        else:
+            status(f"supernet: continuing from {checkpoint}")
         return train_supernet(
-            space,
-            data,
-            train_config,
-            checkpoint_path=run_dir / "supernet.pt",
-            resume=True,
-            progress=config.progress,
+            space, data, train_config, checkpoint_path=checkpoint, resume=True, progress=config.progress,
             seed=config.seed,
-        ).supernet
+        ).supernet  # fmt: skip
+
+
+def trained_twin(run_dir: Path, identity: dict[str, Any], newest: int = 20) -> Path | None:
+    """The finished ``supernet.pt`` of a sibling run folder (one of the ``newest``) trained with
+    ``identity``, if any. Unreadable checkpoints are passed over."""
+    from .checkpoint import SUPERNET_FORMAT, load_checkpoint
+
+    candidates = [p for p in run_dir.parent.glob("*/supernet.pt") if p.parent != run_dir]
+    candidates.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates[:newest]:
+        try:
+            payload = load_checkpoint(path, SUPERNET_FORMAT, "supernet checkpoint")
+        except ValueError:
+            continue
+        if payload.get("complete") and payload.get("identity") == identity:
+            return path
+    return None
 
 
 # ---- outputs -----------------------------------------------------------------------------------
@@ -336,7 +361,6 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     )
     study = open_study(config, space, cost_model, run_dir)
     if supernet is None:
-        status(f"supernet: training (or resuming) in {run_dir / 'supernet.pt'}")
         started = time.perf_counter()
         supernet = obtain_supernet(config, space, data, run_dir)
         status(f"supernet: ready in {time.perf_counter() - started:.0f} s")

@@ -202,6 +202,11 @@ def sandwich(space: SearchSpace, rng: np.random.Generator, num_random: int) -> l
     return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(num_random))]
 
 
+def supernet_identity(space: SearchSpace, data: Dataset, config: SupernetTrainConfig, seed: int) -> dict[str, Any]:
+    """What a supernet checkpoint was trained with; training is deterministic given all of it."""
+    return {"space": space.to_dict(), "data": data.name, "config": asdict(config), "seed": seed}
+
+
 def train_supernet(
     space: SearchSpace,
     data: Dataset,
@@ -224,7 +229,7 @@ def train_supernet(
             f"the data has {data.num_classes} classes but space {space.name!r} has {space.num_classes}; "
             "use a space whose num_classes matches the data"
         )
-    identity = {"space": space.to_dict(), "data": data.name, "config": asdict(config), "seed": seed}
+    identity = supernet_identity(space, data, config, seed)
     start_epoch, optimizer_state, history = 0, None, []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -428,6 +433,7 @@ __all__ = [
     "TrainResult",
     "learning_rate",
     "sandwich",
+    "supernet_identity",
     "train_model",
     "train_supernet",
 ]

@@ -195,3 +195,24 @@ def test_ray_trial_error_is_reported_by_its_root_cause():
 
     error = RuntimeError("Traceback (most recent call last):\n  File x, line 1\n\nValueError: no such file\n")
     assert _last_line(error) == "ValueError: no such file"
+
+
+def test_a_finished_supernet_beside_the_run_is_reused(space_file, tmp_path, capsys):
+    """Same space, embedded data, seed and training settings: the second run copies the first
+    run's supernet instead of training (deterministic, so the scores are the same); other
+    settings train their own."""
+
+    def search(name: str, **changes) -> nas.search.SearchResult:
+        settings = {"space": space_file, "data": "digits", "trials": 2, "supernet_epochs": 1, "progress": False,
+                    "export_onnx": False, "sampler": "random", **changes}  # fmt: skip
+        return run_search(SearchConfig(out=str(tmp_path / name), **settings))
+
+    first = search("first")
+    capsys.readouterr()
+    second = search("second", max_latency_ms=1e3)
+    assert "supernet: reusing" in capsys.readouterr().err
+    assert (tmp_path / "second" / "supernet.pt").read_bytes() == (tmp_path / "first" / "supernet.pt").read_bytes()
+    first_scores = pd.read_csv(first.run_dir / "baselines.csv")["accuracy"].tolist()
+    assert pd.read_csv(second.run_dir / "baselines.csv")["accuracy"].tolist() == first_scores
+    search("other-seed", seed=1)
+    assert "supernet: reusing" not in capsys.readouterr().err
