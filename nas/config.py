@@ -45,6 +45,9 @@ class SearchConfig:
     storage: str | None = None
     ray_address: str | None = None
     ray_workers: int = 2
+    # torch threads for scoring trials; 1 lets several workers share a machine without
+    # oversubscribing it (2 workers x 2 threads on 2 cores ran 7x slower than 1 worker)
+    threads: int = 1
     supernet: str | None = None
     supernet_epochs: int | None = None
     export_onnx: bool = True
@@ -86,6 +89,8 @@ class SearchConfig:
             raise ValueError(f"--select must be one of {', '.join(SELECTIONS)}, but got {self.select!r}")
         if isinstance(self.ray_workers, bool) or not isinstance(self.ray_workers, int) or self.ray_workers < 1:
             raise ValueError(f"--ray-workers must be an integer >= 1, but got {self.ray_workers!r}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
+            raise ValueError(f"--threads must be an integer >= 1, but got {self.threads!r}")
         if self.supernet_epochs is not None and (not isinstance(self.supernet_epochs, int) or self.supernet_epochs < 1):
             raise ValueError(f"--supernet-epochs must be an integer >= 1, but got {self.supernet_epochs!r}")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hw_models.measure import torch_threads
 from search_spaces import SearchSpace, get_space
 from search_spaces.arch import atomic_write_bytes
 from search_spaces.cli import OneLineParser
@@ -369,17 +370,18 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         f"search: {config.engine} ({config.sampler}), {config.trials} trials in total, "
         f"objectives {', '.join(config.objectives)}, target {config.target}"
     )
-    if config.engine == "optuna":
-        run_worker(
-            study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE, progress=config.progress
-        )
-    else:
-        from .ray_engine import run_ray
+    with torch_threads(config.threads):
+        if config.engine == "optuna":
+            run_worker(
+                study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE, progress=config.progress
+            )
+        else:
+            from .ray_engine import run_ray
 
-        run_ray(config, space, study, run_dir, data_seed)
-    status("writing the run folder: trials, front, baselines, best architecture, report")
-    with file_lock(run_dir / LOCK_FILE):
-        return write_outputs(run_dir, config, space, study, evaluator)
+            run_ray(config, space, study, run_dir, data_seed)
+        status("writing the run folder: trials, front, baselines, best architecture, report")
+        with file_lock(run_dir / LOCK_FILE):
+            return write_outputs(run_dir, config, space, study, evaluator)
 
 
 def status(message: str) -> None:
@@ -437,6 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the run folder)")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: local runtime)")
     p.add_argument("--ray-workers", type=int, default=d.ray_workers, help="concurrent Ray trials")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch threads for scoring trials (default 1, so that several workers share a machine; "
+        "supernet training uses every core)",
+    )
     p.add_argument("--supernet", default=None, help="reuse a trained supernet checkpoint")
     p.add_argument("--supernet-epochs", type=int, default=None, help="override the supernet training epochs")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
@@ -465,6 +474,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "storage": args.storage,
         "ray_address": args.ray_address,
         "ray_workers": args.ray_workers,
+        "threads": args.threads,
         "supernet": args.supernet,
         "supernet_epochs": args.supernet_epochs,
         "export_onnx": not args.no_onnx,

@@ -90,6 +90,7 @@ CASES = [
     ("resume with another space", lambda s, d, r, t: ["--space", other_space(s, t), "--out", str(r)], "different space"),
     ("resume with another target", lambda s, d, r, t: ["--target", "host", "--out", str(r)], "different target"),
     ("resume folder that is not a run", lambda s, d, r, t: ["--resume", str(t)], "not a run folder"),
+    ("zero threads", lambda s, d, r, t: ["--threads", "0"], "--threads must be an integer >= 1"),
     ("unknown sampler", lambda s, d, r, t: ["--sampler", "grid"], "--sampler"),
 ]
 
