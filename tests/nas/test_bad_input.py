@@ -89,6 +89,8 @@ CASES = [
     ("out is a file", lambda s, d, r, t: ["--out", write(t, "file.txt", "x")], "is a file"),
     ("resume with another space", lambda s, d, r, t: ["--space", other_space(s, t), "--out", str(r)], "different space"),
     ("resume with another target", lambda s, d, r, t: ["--target", "host", "--out", str(r)], "different target"),
+    ("--resume with another target", lambda s, d, r, t: ["--resume", str(r), "--target", "host"], "different target"),
+    ("--resume with another space", lambda s, d, r, t: ["--resume", str(r), "--space", other_space(s, t)], "different space"),
     ("resume folder that is not a run", lambda s, d, r, t: ["--resume", str(t)], "not a run folder"),
     ("zero threads", lambda s, d, r, t: ["--threads", "0"], "--threads must be an integer >= 1"),
     ("unknown sampler", lambda s, d, r, t: ["--sampler", "grid"], "--sampler"),
