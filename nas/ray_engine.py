@@ -17,7 +17,7 @@ from search_spaces import SearchSpace, sample_spec
 from .config import SearchConfig
 from .objectives import METRICS
 from .run_dir import worker_token
-from .study import WORKER_ATTR, constraints_func_for, count_states, make_sampler
+from .study import WORKER_ATTR, count_states, make_sampler, record_constraints
 
 _WORKER_CACHE: dict[str, Any] = {}
 
@@ -70,7 +70,12 @@ def _searcher_class():
 
     class RecordingOptunaSearch(OptunaSearch):
         """OptunaSearch that also stores every metric (not just the objectives) and the driver's
-        identity on the Optuna trial, so trials.csv and crash recovery work as with Optuna."""
+        identity on the Optuna trial, so trials.csv and crash recovery work as with Optuna, and
+        records the constraint values before the trial is told, as the Optuna engine does."""
+
+        def __init__(self, *args: Any, constraints: dict[str, float] | None = None, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._constraints = constraints or {}
 
         def suggest(self, trial_id: str):
             params = super().suggest(trial_id)
@@ -87,6 +92,8 @@ def _searcher_class():
                         ot_trial.set_user_attr(name, float(result[name]))
                 if "time_this_iter_s" in result:
                     ot_trial.set_user_attr("seconds", float(result["time_this_iter_s"]))
+                if not error and all(name in result for name in self._constraints):
+                    record_constraints(ot_trial, result, self._constraints)
             super().on_trial_complete(trial_id, result, error)
 
         # The search state lives in the Optuna storage (that is how runs resume), so Tune's own
@@ -110,7 +117,6 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path,
     from optuna.trial import TrialState
     from ray import tune
 
-    from .objectives import CostModel
     from .study import fail_orphaned_trials
 
     fail_orphaned_trials(study)
@@ -131,8 +137,7 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path,
         "memory_policy": config.memory_policy,
         "split_t": config.split_t,
     }
-    cost_model = CostModel.create(config.target, config.memory_policy, config.split_t)
-    sampler = make_sampler(config, constraints_func_for(space, cost_model, config.constraints()))
+    sampler = make_sampler(config)
 
     def define_by_run(trial: Any) -> None:
         sample_spec(trial, space)
@@ -144,6 +149,7 @@ def run_ray(config: SearchConfig, space: SearchSpace, study: Any, run_dir: Path,
         sampler=sampler,
         study_name=study.study_name,
         storage=study._storage,  # noqa: SLF001 (the same study object, so both engines share one storage)
+        constraints=config.constraints(),
     )
     from ray.tune.search import ConcurrencyLimiter
 

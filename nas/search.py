@@ -282,7 +282,7 @@ def write_outputs(
     counts = {"complete": states.get("COMPLETE", 0), "failed": states.get("FAIL", 0)}
     done = trials[trials["state"] == "COMPLETE"]
     counts["infeasible"] = int((~done["feasible"].astype(bool)).sum())
-    usage = usage_lines(run_dir)
+    usage = usage_lines(run_dir, config.supernet or run_dir / "supernet.pt")
     constraints = config.constraints()
     write_report(
         run_dir / "report.md",
@@ -307,11 +307,12 @@ def write_outputs(
     return SearchResult(run_dir, trials, front, best, summary)
 
 
-def usage_lines(run_dir: Path) -> list[str]:
+def usage_lines(run_dir: Path, supernet: str | Path) -> list[str]:
+    """How to use a finished run: exports, retraining, searching again with its supernet, Python."""
     return [
         f"python -m nas.export {run_dir} --format onnx          # or json, yaml, torchscript",
         f"python -m nas.train --arch {run_dir}/best/arch.json   # retrain from scratch (--init supernet to fine-tune)",
-        f"python -m nas.search --supernet {run_dir}/supernet.pt --objectives accuracy,latency_ms,peak_memory_bytes   # search again, no supernet training",
+        f"python -m nas.search --supernet {supernet} --objectives accuracy,latency_ms,peak_memory_bytes   # search again, no supernet training",
         f"python -c \"from search_spaces import ArchSpec, build_model; m = build_model(ArchSpec.from_json('{run_dir}/best/arch.json'))\"",
         f"python -c \"import nas; df = nas.load_trials('{run_dir}'); print(nas.pareto_front(df))\"",
     ]
@@ -360,7 +361,7 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     status(
         f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
     )
-    study = open_study(config, space, cost_model, run_dir)
+    study = open_study(config, space, run_dir)
     if supernet is None:
         started = time.perf_counter()
         supernet = obtain_supernet(config, space, data, run_dir)
@@ -373,8 +374,9 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     with torch_threads(config.threads):
         if config.engine == "optuna":
             run_worker(
-                study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE, progress=config.progress
-            )
+                study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE,
+                progress=config.progress, constraints=config.constraints(),
+            )  # fmt: skip
         else:
             from .ray_engine import run_ray
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -40,19 +39,25 @@ def storage_for(config: SearchConfig, run_dir: Path) -> optuna.storages.BaseStor
     return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_FILE)))
 
 
-def make_sampler(
-    config: SearchConfig, constraints_func: Callable[[Any], list[float]] | None
-) -> optuna.samplers.BaseSampler:
+def make_sampler(config: SearchConfig) -> optuna.samplers.BaseSampler:
+    """The sampler; constraints reach it through the values each trial records
+    (:func:`record_constraints`)."""
     if config.sampler == "nsga2":
         # Many short generations beat a few long ones here: on the default run (300 trials), a
         # population of 24 dominated all MobileNetV2 baselines for seeds 0-2, one of 50 did not.
         population = max(8, min(24, config.trials // 10))
-        return optuna.samplers.NSGAIISampler(
-            population_size=population, seed=config.seed, constraints_func=constraints_func
-        )
+        return optuna.samplers.NSGAIISampler(population_size=population, seed=config.seed)
     if config.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=config.seed, constraints_func=constraints_func, multivariate=True)
+        return optuna.samplers.TPESampler(seed=config.seed, multivariate=True)
     return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def record_constraints(trial: optuna.trial.Trial, metrics: dict[str, float], constraints: dict[str, float]) -> None:
+    """Optuna constraint values (<= 0 means met), one per bound, named by its metric, set before
+    the trial is told: NSGA-II and TPE keep infeasible trials off their fronts, and Optuna
+    Dashboard shows the values."""
+    for (metric, _), value in zip(constraints.items(), violations(metrics, constraints)):
+        trial.set_constraint(metric, value)
 
 
 def spec_of(trial: optuna.trial.FrozenTrial | optuna.trial.Trial, space: SearchSpace) -> ArchSpec | None:
@@ -63,29 +68,16 @@ def spec_of(trial: optuna.trial.FrozenTrial | optuna.trial.Trial, space: SearchS
     return space.spec_from_params(trial.params)
 
 
-def constraints_func_for(space: SearchSpace, cost_model: CostModel, constraints: dict[str, float]):
-    """Constraint values computed from the trial's parameters alone (costs are analytic), so the
-    same function serves the Optuna engine and Ray Tune's OptunaSearch."""
-    if not constraints:
-        return None
-
-    def constraints_func(trial: optuna.trial.FrozenTrial) -> list[float]:
-        spec = spec_of(trial, space)
-        return violations(cost_model(spec), constraints) if spec is not None else [math.inf] * len(constraints)
-
-    return constraints_func
-
-
 def study_identity(config: SearchConfig, space: SearchSpace) -> dict[str, Any]:
     identity = {k: v for k, v in config.to_dict().items() if k in STUDY_DEFINING}
     identity["space"] = space.to_dict()
     return json.loads(json.dumps(identity))  # as the storage gives it back (tuples become lists)
 
 
-def open_study(config: SearchConfig, space: SearchSpace, cost_model: CostModel, run_dir: Path) -> optuna.Study:
+def open_study(config: SearchConfig, space: SearchSpace, run_dir: Path) -> optuna.Study:
     """Create the study or load it to continue; a study made for another space, target,
     objectives or constraints is refused."""
-    sampler = make_sampler(config, constraints_func_for(space, cost_model, config.constraints()))
+    sampler = make_sampler(config)
     directions = ["maximize" if d == "max" else "minimize" for d in config.directions.values()]
     storage = storage_for(config, run_dir)
     study = optuna.create_study(
@@ -138,6 +130,7 @@ def run_worker(
     lock_path: Path,
     progress: bool = True,
     on_trial: Callable[[], None] | None = None,
+    constraints: dict[str, float] | None = None,
 ) -> int:
     """Run trials until ``n_trials`` have COMPLETEd in the study (counting every worker's).
     Asking for a trial happens under a file lock, so concurrent workers never overshoot and
@@ -147,7 +140,9 @@ def run_worker(
     done_here = 0
     with file_lock(lock_path):
         start = count_states(study)[TrialState.COMPLETE]
-    bar = tqdm(total=n_trials, initial=min(start, n_trials), desc="search", unit="trial", disable=None if progress else True)
+    bar = tqdm(
+        total=n_trials, initial=min(start, n_trials), desc="search", unit="trial", disable=None if progress else True
+    )
     try:
         while True:
             with file_lock(lock_path):
@@ -168,6 +163,7 @@ def run_worker(
             for name in METRICS:
                 trial.set_user_attr(name, metrics[name])
             trial.set_user_attr("seconds", time.perf_counter() - started)
+            record_constraints(trial, metrics, constraints or {})
             study.tell(trial, [metrics[o] for o in objectives])
             done_here += 1
             bar.n = min(count_states(study)[TrialState.COMPLETE], n_trials)

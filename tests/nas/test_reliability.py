@@ -16,17 +16,22 @@ from optuna.trial import TrialState
 
 from hw_models import count_madds
 from nas.config import SearchConfig
-from nas.objectives import CostModel
 from nas.study import RETRY_ATTR, count_states, open_study, run_worker
 
 
 def fake_evaluate(spec):
-    return {"accuracy": 1.0 / (1 + count_madds(spec) / 1e5), "latency_ms": 1.0, "madds": count_madds(spec), "params": 1, "peak_memory_bytes": 1}
+    return {
+        "accuracy": 1.0 / (1 + count_madds(spec) / 1e5),
+        "latency_ms": 1.0,
+        "madds": count_madds(spec),
+        "params": 1,
+        "peak_memory_bytes": 1,
+    }
 
 
 def _study(tiny_space, run_dir: Path):
     config = SearchConfig(space="x", trials=6, out=str(run_dir), progress=False)
-    return open_study(config, tiny_space, CostModel.create("pixel"), run_dir), config
+    return open_study(config, tiny_space, run_dir), config
 
 
 CHILD = textwrap.dedent(
@@ -40,7 +45,7 @@ CHILD = textwrap.dedent(
     from nas.study import WORKER_ATTR, open_study
     space = SearchSpace.from_json(sys.argv[1])
     run_dir = Path(sys.argv[2])
-    study = open_study(SearchConfig(space="x", trials=6, out=str(run_dir), progress=False), space, CostModel.create("pixel"), run_dir)
+    study = open_study(SearchConfig(space="x", trials=6, out=str(run_dir), progress=False), space, run_dir)
     trial = study.ask()
     trial.set_user_attr(WORKER_ATTR, worker_token())
     sample_spec(trial, space)
@@ -55,7 +60,9 @@ def test_trial_of_a_killed_worker_is_failed_and_retried_once(tiny_space, tmp_pat
     tiny_space.to_json(space_file)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(space_file), str(run_dir)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(space_file), str(run_dir)], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout.readline().strip() == "asked"
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
@@ -90,8 +97,21 @@ def test_live_worker_trials_are_not_touched(tiny_space, tmp_path):
 
 def _search_cmd(space_file, data, out, trials) -> list[str]:
     return [
-        sys.executable, "-m", "nas.search", "--space", str(space_file), "--data", data, "--trials", str(trials),
-        "--supernet-epochs", "2", "--out", str(out), "--no-progress", "--no-onnx",
+        sys.executable,
+        "-m",
+        "nas.search",
+        "--space",
+        str(space_file),
+        "--data",
+        data,
+        "--trials",
+        str(trials),
+        "--supernet-epochs",
+        "2",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-onnx",
     ]
 
 

@@ -151,6 +151,17 @@ def test_constraints_keep_infeasible_trials_off_the_front(space_file, digits_npz
     df = result.trials
     assert (df.loc[~df["feasible"], "madds"] > median_madds).all()
     assert (result.front["madds"] <= median_madds).all()
+    # the values the samplers (and Optuna Dashboard) see, one per bound, named by the metric
+    for t in completed_study_trials(result.run_dir):
+        assert t.constraints == {"madds": pytest.approx(t.user_attrs["madds"] - median_madds)}
+
+
+def completed_study_trials(run_dir) -> list:
+    import optuna
+
+    backend = optuna.storages.journal.JournalFileBackend(str(run_dir / "study.journal"))
+    study = optuna.load_study(study_name="invres-nas", storage=optuna.storages.JournalStorage(backend))
+    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run, monkeypatch):
@@ -160,6 +171,7 @@ def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run,
     config = SearchConfig(
         space=space_file, data=os.path.relpath(digits_npz), trials=3, out="ray", progress=False,
         engine="ray", ray_workers=2, supernet=os.path.relpath(result.run_dir / "supernet.pt"), export_onnx=False,
+        max_params=1e9,
     )
     ray_result = run_search(config)
     df = ray_result.trials
@@ -167,6 +179,7 @@ def test_ray_engine_same_outputs(space_file, digits_npz, tmp_path, finished_run,
     assert (df["state"] == "COMPLETE").sum() == 3
     assert df["accuracy"].notna().all() and df["madds"].notna().all()
     assert (ray_result.run_dir / "best" / "model.pt").is_file()
+    assert all(set(t.constraints) == {"params"} for t in completed_study_trials(ray_result.run_dir))
 
 
 def test_reused_supernet_keeps_its_data_split(finished_run, space_file, digits_npz, tmp_path):
