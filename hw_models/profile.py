@@ -218,13 +218,11 @@ def measure_in_context(
     progress: bool,
     desc: str,
     statistic: str = "median",
-) -> tuple[dict[str, dict[tuple, float]], list[float]]:
+) -> dict[str, dict[tuple, float]]:
     """PyTorch: time every part *inside* whole networks (a clock reading between parts of the
     real forward pass), so that parts see the caches and call overheads they see in a network.
-    Each sample is one plain forward (end-to-end time) followed by one instrumented forward. Samples
-    are taken in ``rounds`` interleaved passes over the networks. Returns the time of every part
-    (``statistic`` over samples, then the median over the networks containing it) and each
-    network's end-to-end time (``statistic`` over samples)."""
+    Samples are taken in ``rounds`` interleaved passes over the networks. Returns the time of
+    every part (``statistic`` over samples, then the median over the networks containing it)."""
     generator = torch.Generator().manual_seed(seed)
     nets = [build_model(s).eval() for s in specs]
     inputs = [torch.randn((1, 3, s.resolution, s.resolution), generator=generator) for s in specs]
@@ -232,10 +230,8 @@ def measure_in_context(
     flat_keys = [[(k, key) for k in PART_ORDER for key in ks[k]] for ks in keys]
     rounds = max(1, min(rounds, repeats))
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
-    e2e: list[list[float]] = [[] for _ in specs]
     parts: list[list[np.ndarray]] = [[] for _ in specs]
     order_rng = np.random.default_rng(seed)
-    clock = time.perf_counter
     with torch_threads(threads), torch.inference_mode():
         for net, x in zip(nets, inputs):
             for _ in range(warmup):
@@ -246,9 +242,6 @@ def measure_in_context(
                     net, x = nets[i], inputs[i]
                     net(x)  # re-warm after the other networks ran
                     for _ in range(per_round[r]):
-                        start = clock()
-                        net(x)
-                        e2e[i].append((clock() - start) * 1e3)
                         _, stamps = timed_forward(net, x)
                         parts[i].append(np.diff(stamps) * 1e3)
                     bar.update(1)
@@ -261,7 +254,7 @@ def measure_in_context(
     measured: dict[str, dict[tuple, float]] = {k: {} for k in PART_ORDER}
     for (kind, key), values in occurrences.items():
         measured[kind][key] = float(np.median(values))
-    return measured, [summarize(v, statistic) for v in e2e]
+    return measured
 
 
 def _runtime_version(runtime: str) -> str:
@@ -320,16 +313,16 @@ def profile_target(
         parts = [p for p in parts if p.kind != "blocks"] + blocks
     started = time.perf_counter()
     desc = f"profiling {space.name} ({runtime}, {threads} thread)"
+    # Random networks timed end to end as measure_latency_ms times them (back-to-back calls,
+    # interleaved rounds), the figure users compare predictions with: scale and overhead are fitted
+    # to them, since parts timed one by one do not add up exactly to a whole network.
+    specs = [space.sample(rng) for _ in range(overhead_archs)]
+    networks = [(build_model(s), (1, 3, s.resolution, s.resolution)) for s in specs]
     if runtime == "torch":
         needed = {(p.kind, p.key) for p in parts}
         cover = covering_networks(all_parts, needed, space, seed)
-        measured, _ = measure_in_context(cover, threads, warmup, repeats, rounds, seed, progress, desc, statistic)
-        # End to end as measure_latency_ms times a network (back-to-back calls, interleaved rounds):
-        # the figure users compare predictions with. Parts timed in context can run a few % slower.
-        specs = [space.sample(rng) for _ in range(overhead_archs)]
-        with runners(
-            [(build_model(s), (1, 3, s.resolution, s.resolution)) for s in specs], runtime, threads, seed
-        ) as fns:
+        measured = measure_in_context(cover, threads, warmup, repeats, rounds, seed, progress, desc, statistic)
+        with runners(networks, runtime, threads, seed) as fns:
             timed = time_interleaved(fns, warmup, repeats, rounds, progress=progress, desc="end to end", seed=seed)
         e2e = [summarize(samples, statistic) for samples, _ in timed]
         method = (
@@ -340,8 +333,7 @@ def profile_target(
     else:
         generator = torch.Generator().manual_seed(seed)
         items = [part_module(p, generator) for p in parts]
-        specs = [space.sample(rng) for _ in range(overhead_archs)]
-        items += [(build_model(s), (1, 3, s.resolution, s.resolution)) for s in specs]
+        items += networks
         # the fixed cost of one session.run: paid once per network, not once per part
         items.append((nn.Identity(), (1, 1, 1, 1)))
         with runners(items, runtime, threads, seed) as fns:
