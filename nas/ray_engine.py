@@ -104,6 +104,15 @@ def _searcher_class():
         def restore(self, checkpoint_path: str) -> None:
             pass
 
+        # Tune pickles its configuration (search algorithm included) into the experiment folder;
+        # the sampler and study hold thread locks (Optuna >= 5.1's NSGA-II sampler) and are not
+        # needed there for the same reason.
+        def __getstate__(self) -> dict[str, Any]:
+            state = self.__dict__.copy()
+            for name in ("_sampler", "_ot_study", "_ot_trials", "_storage"):
+                state.pop(name, None)
+            return state
+
     return RecordingOptunaSearch
 
 
