@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.arch import ArchSpec, check_writable_file, parse_arch
-from search_spaces.cli import OneLineParser
+from invres_utils.atomic_files import check_writable_file
+from invres_utils.cli import OneLineParser
+from search_spaces.arch import ArchSpec, parse_arch
 
 from .opmodel import TILES, fit_features
 from .targets import SHIPPED, LatencyTarget, check_target_name, load_target, user_target_dir

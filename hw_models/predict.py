@@ -16,8 +16,8 @@ from importlib import resources
 
 import numpy as np
 
+from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec, parse_arch
-from search_spaces.cli import OneLineParser
 from search_spaces.mobilenet import mobilenet_v2
 
 from .opmodel import TILES, fit_features

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from search_spaces.arch import ArchSpec, BlockPlan, block_plan, check_writable_file
+from invres_utils.atomic_files import check_writable_file
+from invres_utils.cli import OneLineParser
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan
 from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_model
-from search_spaces.cli import OneLineParser
 from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from invres_utils.cli import OneLineParser
 from search_spaces import ArchSpec, mobilenet_v2, parse_arch
-from search_spaces.cli import OneLineParser
 
 from .analytic import MEMORY_POLICIES, count_madds, count_params, peak_memory_bytes
 from .table import layer_table

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from search_spaces.arch import ArchSpec, BlockPlan, atomic_write_text, block_plan, final_size
+from invres_utils.atomic_files import atomic_write_text
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan, final_size
 
 from .opmodel import (
     FEATURE_DOCS,

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from invres_utils.atomic_files import atomic_write_bytes
 from search_spaces import SearchSpace
-from search_spaces.arch import atomic_write_bytes
 from search_spaces.supernet import Supernet
 
 SUPERNET_FORMAT = "invres-nas-supernet/1"

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from invres_utils.atomic_files import atomic_write_text
+from invres_utils.cli import OneLineParser
 from search_spaces import ArchSpec, build_model
-from search_spaces.arch import atomic_write_text
-from search_spaces.cli import OneLineParser
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .run_dir import atomic_write_json, read_json

@@ -177,7 +177,7 @@ def write_report(
         ]
     lines += ["## Use it", "", "```bash", *usage, "```", "", "![Pareto front](pareto.png)", ""]
     text = "\n".join(lines)
-    from search_spaces.arch import atomic_write_text
+    from invres_utils.atomic_files import atomic_write_text
 
     atomic_write_text(path, text)
     return text

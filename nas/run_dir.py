@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from search_spaces.arch import atomic_write_text
+from invres_utils.atomic_files import atomic_write_text
 
 CONFIG_FILE = "config.json"
 PACKAGES = ("invres-nas", "torch", "numpy", "pandas", "optuna", "ray", "onnx", "onnxruntime", "scikit-learn")

@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from hw_models.measure import torch_threads
+from invres_utils.atomic_files import atomic_write_bytes
+from invres_utils.cli import OneLineParser
 from search_spaces import SearchSpace, get_space
-from search_spaces.arch import atomic_write_bytes
-from search_spaces.cli import OneLineParser
 
 from .analysis import pareto_front
 from .baselines import mobilenet_v2_family

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invres_utils.cli import OneLineParser
 from search_spaces import ArchSpec, SearchSpace, build_model, parse_arch
-from search_spaces.cli import OneLineParser
 from search_spaces.supernet import Supernet
 
 from .checkpoint import load_checkpoint, save_checkpoint, supernet_payload

@@ -10,13 +10,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from invres_utils.atomic_files import atomic_write_text
+
 from .arch import (
     BOTTLENECK_ACTIVATIONS,
     SHORTCUTS,
     STRIDES,
     ArchSpec,
     StageSpec,
-    atomic_write_text,
 )
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from search_spaces.arch import atomic_write_bytes, atomic_write_text, check_writable_file
-from search_spaces.cli import OneLineParser
+from invres_utils.atomic_files import atomic_write_bytes, atomic_write_text, check_writable_file
+from invres_utils.cli import OneLineParser
 
 DEFAULT_DIMS = (2, 3, 5, 15, 30)
 DEFAULT_NAME = "figure1"

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
+from invres_utils.atomic_files import atomic_write_bytes, atomic_write_text, check_writable_file
 from search_spaces import mobilenet_v2
-from search_spaces.arch import atomic_write_bytes, atomic_write_text, check_writable_file
 
 
 def leftovers(folder) -> list[str]:
