@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from nas.data import load_data
-from nas.evaluate import evaluate_model, resize
+from nas.evaluate import evaluate_model
 from nas.train import TrainConfig, train_model
 from search_spaces import ArchSpec
 
@@ -34,7 +34,7 @@ def run_job(job: Job) -> Outcome:
     torch.set_num_threads(1)
     data = load_data(job.data, resolution=job.resolution, seed=job.seed)
     result = train_model(job.spec, data, TrainConfig(epochs=job.epochs), progress=False, seed=job.seed)
-    score = evaluate_model(result.model, resize(data.images["test"], job.spec.resolution), data.labels["test"])
+    score = evaluate_model(result.model, data, "test", resolution=job.spec.resolution)
     return Outcome(score.accuracy, tuple(h["val_accuracy"] for h in result.history), result.seconds)
 
 

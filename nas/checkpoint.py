@@ -2,7 +2,9 @@
 
 A checkpoint is a dict of tensors and plain data (numbers, strings, lists, dicts) with a
 ``format`` tag, so loading never unpickles arbitrary objects and a file from another tool, a
-truncated file or a file of the wrong kind is a one-line ``ValueError``.
+truncated file or a file of the wrong kind is a one-line ``ValueError``. Tensors are mapped to the
+CPU on loading (``map_location``), whichever device saved them, so a checkpoint trained on a GPU
+loads on a laptop; the caller moves the module where it runs (``nas.device.Runtime.module``).
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ def supernet_payload(supernet: Supernet, **extra: Any) -> dict[str, Any]:
     return {"format": SUPERNET_FORMAT, "space": supernet.space.to_dict(), "state_dict": supernet.state_dict(), **extra}
 
 
-def load_supernet(path: str | os.PathLike[str], space: SearchSpace | None = None) -> Supernet:
-    """A supernet checkpoint (from ``train_supernet``) as a ``Supernet`` in eval mode. If ``space``
-    is given the checkpoint must have been trained for exactly that space."""
-    return load_supernet_with_identity(path, space)[0]
+def load_supernet(
+    path: str | os.PathLike[str], space: SearchSpace | None = None, device: str | torch.device = "cpu"
+) -> Supernet:
+    """A supernet checkpoint (from ``train_supernet``) as a ``Supernet`` in eval mode on ``device``.
+    If ``space`` is given the checkpoint must have been trained for exactly that space."""
+    return load_supernet_with_identity(path, space)[0].to(device)
 
 
 def load_supernet_with_identity(

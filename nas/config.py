@@ -50,6 +50,11 @@ class SearchConfig:
     threads: int = 1
     supernet: str | None = None
     supernet_epochs: int | None = None
+    # where and how the supernet trains and trials are scored (nas.device, nas.distributed)
+    device: str = "auto"
+    precision: str = "fp32"
+    data_workers: int = 0
+    train_workers: int = 1
     export_onnx: bool = True
     progress: bool = True
 
@@ -91,6 +96,14 @@ class SearchConfig:
             raise ValueError(f"--ray-workers must be an integer >= 1, but got {self.ray_workers!r}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1:
             raise ValueError(f"--threads must be an integer >= 1, but got {self.threads!r}")
+        from .device import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}")
+        for name, low in (("data_workers", 0), ("train_workers", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, but got {value!r}")
         if self.supernet_epochs is not None and (not isinstance(self.supernet_epochs, int) or self.supernet_epochs < 1):
             raise ValueError(f"--supernet-epochs must be an integer >= 1, but got {self.supernet_epochs!r}")
 

@@ -73,12 +73,22 @@ class CandidateEvaluator:
     """Scores an architecture: costs from ``cost_model``, accuracy inherited from the supernet
     with batch norm recalibrated for the candidate. Results are cached per architecture."""
 
-    def __init__(self, supernet: Any, data: Any, cost_model: CostModel, split: str = "val") -> None:
+    def __init__(
+        self,
+        supernet: Any,
+        data: Any,
+        cost_model: CostModel,
+        split: str = "val",
+        *,
+        runtime: Any = None,
+        workers: int = 0,
+    ) -> None:
+        from .device import CPU
         from .evaluate import SubnetEvaluator
 
         self.supernet = supernet
         self.cost_model = cost_model
-        self.subnets = SubnetEvaluator(supernet, data, split=split)
+        self.subnets = SubnetEvaluator(supernet, data, split=split, runtime=runtime or CPU, workers=workers)
         self.cache: dict[ArchSpec, dict[str, float]] = {}
 
     def __call__(self, spec: ArchSpec) -> dict[str, float]:

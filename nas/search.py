@@ -27,6 +27,7 @@ from search_spaces import SearchSpace, get_space
 from .analysis import pareto_front
 from .baselines import mobilenet_v2_family
 from .config import CONSTRAINTS, ENGINES, SAMPLERS, SELECTIONS, SearchConfig
+from .distributed import WorkerError
 from .objectives import METRICS, CandidateEvaluator, CostModel, check_feasible
 from .ray_engine import RayTrialError
 from .report import compare_with_baselines, format_front, plot_pareto, select_best, write_report
@@ -144,7 +145,7 @@ def _same_space(saved: Any, space: SearchSpace) -> bool:
 
 
 # ---- supernet ----------------------------------------------------------------------------------
-def given_supernet(config: SearchConfig, space: SearchSpace) -> tuple[Any, int]:
+def given_supernet(config: SearchConfig, space: SearchSpace, runtime: Any = None) -> tuple[Any, int]:
     """``(supernet, data split seed)``: the ``--supernet`` checkpoint (None if not given) and the
     seed its training data was split with, which the search must reuse: with another split it
     would score candidates on images the supernet trained on."""
@@ -153,6 +154,8 @@ def given_supernet(config: SearchConfig, space: SearchSpace) -> tuple[Any, int]:
     if not config.supernet:
         return None, config.seed
     supernet, identity = load_supernet_with_identity(config.supernet, space)
+    if runtime is not None:
+        runtime.module(supernet)
     trained_on = identity.get("data")
     if trained_on is not None and not _same_data(trained_on, config.data):
         raise UsageError(
@@ -168,30 +171,43 @@ def _same_data(a: str, b: str) -> bool:
     return a.strip().lower() == b.strip().lower()
 
 
-def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir: Path) -> Any:
-    """A trained supernet: the run folder's own checkpoint, trained (or its training resumed)
-    under a lock so that concurrent workers train it once. A run folder beside this one that
-    finished training a supernet with exactly these settings on the embedded data lends a copy
-    instead (training is deterministic, so it would come out the same)."""
-    from .train import SupernetTrainConfig, supernet_identity, train_supernet
+def supernet_train_config(config: SearchConfig) -> Any:
+    """The supernet training settings of a search: ``nas.train --space`` uses the same defaults."""
+    from .train import SupernetTrainConfig
 
     train_config = SupernetTrainConfig()
     if config.supernet_epochs is not None:
         train_config = dataclasses.replace(train_config, epochs=config.supernet_epochs)
+    return train_config
+
+
+def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir: Path, runtime: Any) -> Any:
+    """A trained supernet: the run folder's own checkpoint, trained (or its training resumed)
+    under a lock so that concurrent workers train it once, through the same code path as
+    ``python -m nas.train --space`` (``--device``, ``--precision``, ``--data-workers``,
+    ``--train-workers``). A run folder beside this one that finished training a supernet with
+    exactly these settings on the embedded data lends a copy instead (training is deterministic,
+    so it would come out the same)."""
+    from .train import run_supernet_training, supernet_identity
+
+    train_config = supernet_train_config(config)
     checkpoint = run_dir / "supernet.pt"
     with file_lock(run_dir / ".supernet.lock"):
         if not checkpoint.exists() and not os.path.exists(config.data):
-            twin = trained_twin(run_dir, supernet_identity(space, data, train_config, config.seed))
+            twin = trained_twin(run_dir, supernet_identity(space, data, train_config, config.seed, runtime.precision))
             if twin is not None:
                 status(f"supernet: reusing {twin} (same space, data, seed and training settings)")
                 atomic_write_bytes(checkpoint, twin.read_bytes())
         if not checkpoint.exists():
-            status(f"supernet: training {train_config.epochs} epochs into {checkpoint}")
+            workers = f", {config.train_workers} training workers" if config.train_workers > 1 else ""
+            status(
+                f"supernet: training {train_config.epochs} epochs into {checkpoint} on {runtime.describe()}{workers}"
+            )
         else:
             status(f"supernet: continuing from {checkpoint}")
-        return train_supernet(
-            space, data, train_config, checkpoint_path=checkpoint, resume=True, progress=config.progress,
-            seed=config.seed,
+        return run_supernet_training(
+            space, data, train_config, checkpoint, seed=config.seed, runtime=runtime, train_workers=config.train_workers,
+            data_workers=config.data_workers, progress=config.progress,
         ).supernet  # fmt: skip
 
 
@@ -247,7 +263,7 @@ def export_best(run_dir: Path, best: pd.Series, evaluator: CandidateEvaluator, c
         "trial": int(best["trial"]),
     }
     atomic_write_json(folder / "deployment.json", deployment)
-    model = evaluator.subnets.model(spec)
+    model = evaluator.subnets.model(spec).cpu()
     save_model(model, spec, folder / "model.pt")
     written = ["best/arch.json", "best/deployment.json", "best/model.pt"]
     if config.export_onnx:
@@ -345,18 +361,24 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     """Everything ``python -m nas.search`` does, callable from Python. Bad input raises
     ``UsageError``/``ValueError`` before the run folder is created or changed."""
     from .data import load_data
+    from .device import Runtime
+    from .distributed import check_workers
 
     quiet_optuna_experimental_warnings()
     space = get_space(config.space)
     cost_model = CostModel.create(config.target, config.memory_policy, config.split_t)
     check_feasible(space, cost_model, config.constraints())
-    supernet, data_seed = given_supernet(config, space)
+    runtime = Runtime.create(config.device, config.precision)
+    check_workers(config.train_workers, runtime)
+    supernet, data_seed = given_supernet(config, space, runtime)
     data = load_data(config.data, resolution=max(space.resolutions), seed=data_seed)
     if getattr(data, "num_classes", space.num_classes) != space.num_classes:
         raise UsageError(
             f"the data has {data.num_classes} classes but space {space.name!r} has {space.num_classes}; "
             "use a space whose num_classes matches the data"
         )
+    if supernet is None:
+        check_training(config, space, data, runtime)
     run_dir = prepare_run_dir(config, space, argv)
     status(
         f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
@@ -364,9 +386,9 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     study = open_study(config, space, run_dir)
     if supernet is None:
         started = time.perf_counter()
-        supernet = obtain_supernet(config, space, data, run_dir)
+        supernet = obtain_supernet(config, space, data, run_dir, runtime)
         status(f"supernet: ready in {time.perf_counter() - started:.0f} s")
-    evaluator = CandidateEvaluator(supernet, data, cost_model)
+    evaluator = CandidateEvaluator(supernet, data, cost_model, runtime=runtime, workers=config.data_workers)
     status(
         f"search: {config.engine} ({config.sampler}), {config.trials} trials in total, "
         f"objectives {', '.join(config.objectives)}, target {config.target}"
@@ -384,6 +406,22 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         status("writing the run folder: trials, front, baselines, best architecture, report")
         with file_lock(run_dir / LOCK_FILE):
             return write_outputs(run_dir, config, space, study, evaluator)
+
+
+def check_training(config: SearchConfig, space: SearchSpace, data: Any, runtime: Any) -> None:
+    """Refuse, before the run folder is touched, supernet training that cannot run: too little
+    data for the batch over the training workers, or an existing checkpoint in ``--out`` trained
+    with other settings (e.g. another ``--precision``)."""
+    from .distributed import Ranks
+    from .train import check_resumable, steps_per_epoch, supernet_identity
+
+    train_config = supernet_train_config(config)
+    steps_per_epoch(data, train_config.batch_size, Ranks(0, config.train_workers))
+    if config.out:
+        check_resumable(
+            Path(config.out) / "supernet.pt",
+            supernet_identity(space, data, train_config, config.seed, runtime.precision),
+        )
 
 
 def status(message: str) -> None:
@@ -450,6 +488,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--supernet", default=None, help="reuse a trained supernet checkpoint")
     p.add_argument("--supernet-epochs", type=int, default=None, help="override the supernet training epochs")
+    p.add_argument(
+        "--device",
+        default=d.device,
+        help="auto|cpu|cuda|cuda:N|mps: supernet training and trial scoring (default auto)",
+    )
+    p.add_argument(
+        "--precision", default=d.precision, help="supernet training precision: fp32, bf16 or fp16 (scoring is fp32)"
+    )
+    p.add_argument("--data-workers", type=int, default=d.data_workers, help="DataLoader worker processes (default 0)")
+    p.add_argument(
+        "--train-workers",
+        type=int,
+        default=d.train_workers,
+        help="data-parallel supernet training processes (default 1)",
+    )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -479,6 +532,10 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "threads": args.threads,
         "supernet": args.supernet,
         "supernet_epochs": args.supernet_epochs,
+        "device": args.device,
+        "precision": args.precision,
+        "data_workers": args.data_workers,
+        "train_workers": args.train_workers,
         "export_onnx": not args.no_onnx,
         "progress": not args.no_progress,
     }
@@ -507,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except RayTrialError as e:
+    except (RayTrialError, WorkerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -10,7 +10,8 @@ import torch
 
 from nas.checkpoint import load_supernet
 from nas.data import load_data
-from nas.evaluate import SubnetEvaluator, evaluate_model, recalibrate_batch_norm, resize
+from nas.device import Runtime
+from nas.evaluate import SubnetEvaluator, evaluate_model, recalibrate_batch_norm
 from nas.train import SupernetTrainConfig, TrainConfig, learning_rate, sandwich, train_model, train_supernet
 from nas.train import main as train_main
 
@@ -144,7 +145,7 @@ def test_evaluator_recalibrates_and_matches_the_exported_model(trained, tiny_spa
     plain = result.supernet.extract(spec).eval()  # supernet statistics, not recalibrated
     assert not torch.equal(model.stem[1].running_mean, plain.stem[1].running_mean)
     score = evaluator(spec)
-    again = evaluate_model(model, resize(data.images["val"], spec.resolution), data.labels["val"])
+    again = evaluate_model(model, data, "val", resolution=spec.resolution)
     assert score == again
 
 
@@ -174,6 +175,49 @@ def test_train_model_from_scratch_and_fine_tune(trained, tiny_space, data):
     assert len(tuned.history) == 1 and "val_accuracy" in tuned.history[0]
 
 
+def test_train_model_on_epoch_callback_sees_each_record_and_can_stop(tiny_space, data):
+    seen = []
+
+    def report(record):
+        seen.append(record)
+        return record["epoch"] == 2
+
+    config = TrainConfig(epochs=5, batch_size=32, warmup_epochs=0.5)
+    result = train_model(tiny_space.smallest(), data, config, progress=False, on_epoch=report)
+    assert result.stopped_early and [h["epoch"] for h in result.history] == [1, 2] and len(seen) == 2
+    for record in seen:
+        assert {"epoch", "loss", "train_accuracy", "val_accuracy", "val_loss", "seconds", "images_per_second"} <= set(record)
+        assert 0 <= record["val_accuracy"] <= 1 and record["images_per_second"] > 0
+    finished = train_model(tiny_space.smallest(), data, dataclasses.replace(config, epochs=1), progress=False, on_epoch=lambda r: None)
+    assert not finished.stopped_early
+
+
+def test_a_callback_exception_stops_training(tiny_space, data):
+    class Pruned(Exception):
+        pass
+
+    def prune(record):
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        train_model(tiny_space.smallest(), data, TrainConfig(epochs=3, batch_size=32), progress=False, on_epoch=prune)
+
+
+def test_supernet_trains_in_bf16_and_without_channels_last(tiny_space, data):
+    config = dataclasses.replace(FAST, epochs=1)
+    bf16 = train_supernet(tiny_space, data, config, progress=False, runtime=Runtime.create("cpu", "bf16"))
+    plain = train_supernet(tiny_space, data, config, progress=False, runtime=Runtime.create("cpu", channels_last=False))
+    for result in (bf16, plain):
+        assert np.isfinite(result.history[0]["loss"]) and result.supernet.stem.conv.weight.dtype == torch.float32
+    assert not plain.supernet.stem.conv.weight.is_contiguous(memory_format=torch.channels_last) or plain.supernet.stem.conv.weight.shape[1] == 3
+
+
+def test_a_checkpoint_trained_in_another_precision_is_refused(trained, tiny_space, data):
+    _, path = trained
+    with pytest.raises(ValueError, match="different precision"):
+        train_supernet(tiny_space, data, FAST, checkpoint_path=path, progress=False, runtime=Runtime.create("cpu", "bf16"))
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
         SupernetTrainConfig(epochs=0)
@@ -197,3 +241,26 @@ def test_train_cli(trained, tiny_space, digits_npz, tmp_path, capsys):
     assert (tmp_path / "best" / "retrained-supernet" / "model.pt").is_file()
     assert train_main(["--arch", "in32_c8_s2-nonsense", "--no-progress"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_train_cli_supernet_mode_writes_a_checkpoint_search_accepts(tiny_space, digits_npz, tmp_path, capsys):
+    from nas.checkpoint import load_supernet_with_identity
+    from nas.config import SearchConfig
+    from nas.search import given_supernet
+
+    space_file = tmp_path / "tiny.json"
+    tiny_space.to_json(space_file)
+    out = tmp_path / "sn"
+    argv = ["--space", str(space_file), "--data", digits_npz, "--epochs", "1", "--batch-size", "32", "--out", str(out), "--no-progress"]
+    assert train_main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "trained in" in printed and "cpu, fp32" in printed and f"--supernet {out / 'supernet.pt'}" in printed
+    supernet, identity = load_supernet_with_identity(out / "supernet.pt", tiny_space)
+    assert identity["data"] == digits_npz and identity["precision"] == "fp32" and identity["config"]["epochs"] == 1
+    assert (out / "supernet.json").is_file()
+    # the settings nas.search would train with: the same identity, so the search accepts and reuses it
+    config = SearchConfig(space=str(space_file), data=digits_npz, supernet=str(out / "supernet.pt"), supernet_epochs=1)
+    reused, seed = given_supernet(config, tiny_space)
+    assert seed == 0 and torch.equal(reused.stem.conv.weight, supernet.stem.conv.weight)
+    assert train_main(argv) == 0
+    assert "already trained" in capsys.readouterr().out

@@ -1,5 +1,5 @@
-"""nas.data: every source loads to the same normalised, split, deterministic Dataset; batches()
-covers an epoch exactly; the CIFAR unpickler refuses code; bad input is one clear line."""
+"""nas.data sources: every source loads to the same split, deterministic Dataset of uint8 crops,
+normalised by its training statistics; the CIFAR unpickler refuses code; bad input is one line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nas.data import AUGMENT_PAD, SPLITS, Dataset, _augment, load_data
+from nas.data import SPLITS, ArrayImages, Augmentation, Dataset, eval_loader, load_data
 
 CIFAR_CLASSES = tuple(f"class{i}" for i in range(10))
 FOLDER_CLASSES = ("cat", "dog", "emu")
@@ -103,9 +103,18 @@ def image_bytes(x: torch.Tensor) -> set[bytes]:
     return {row.numpy().tobytes() for row in x}
 
 
-def denormalise(ds: Dataset, split: str) -> torch.Tensor:
-    mean, std = torch.tensor(ds.mean).view(1, 3, 1, 1), torch.tensor(ds.std).view(1, 3, 1, 1)
-    return ds.images[split] * std + mean
+def crops(ds: Dataset, split: str) -> torch.Tensor:
+    """The evaluation crops of a split, uint8 (N, C, R, R)."""
+    return torch.cat([x for x, _ in eval_loader(ds, split, 64)])
+
+
+def network_input(ds: Dataset, split: str) -> torch.Tensor:
+    return ds.normalise(crops(ds, split))
+
+
+def pixels(ds: Dataset, split: str) -> torch.Tensor:
+    """Evaluation crops as floats in [0, 1], three channels."""
+    return crops(ds, split).float().div(255).expand(-1, 3, -1, -1)
 
 
 # ---- every source ------------------------------------------------------------------------------------
@@ -130,13 +139,15 @@ def test_every_source_loads_split_and_normalised(files, key, resolution):
     assert ds.num_classes == num_classes and ds.resolution == resolution and ds.name == str(files[key])
     assert {s: ds.size(s) for s in SPLITS} == sizes
     for split in SPLITS:
-        assert ds.images[split].dtype == torch.float32 and ds.labels[split].dtype == torch.int64
-        assert ds.images[split].shape == (sizes[split], 3, resolution, resolution)
-        assert int(ds.labels[split].min()) >= 0 and int(ds.labels[split].max()) < num_classes
-    train = ds.images["train"]
+        x = crops(ds, split)
+        assert x.dtype == torch.uint8 and ds.labels(split).dtype == torch.int64
+        assert x.shape[0] == sizes[split] and x.shape[1] in (1, 3) and x.shape[2:] == (resolution, resolution)
+        assert int(ds.labels(split).min()) >= 0 and int(ds.labels(split).max()) < num_classes
+    train = network_input(ds, "train")  # fewer than STATS_IMAGES: the statistics are exact
+    assert train.dtype == torch.float32 and train.shape[1] == 3
     assert torch.allclose(train.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(train.std(dim=(0, 2, 3), correction=0), torch.ones(3), atol=1e-3)
-    seen = [image_bytes(ds.images[s]) for s in SPLITS]
+    seen = [image_bytes(crops(ds, s)) for s in SPLITS]
     assert sum(len(s) for s in seen) == sum(sizes.values()) == len(set.union(*seen)), "splits overlap"
     assert ds.allow_flip and "\n" not in ds.source and "\n" not in ds.describe()
     assert str(files[key]) in ds.describe()
@@ -146,38 +157,40 @@ def test_digits(digits):
     assert digits.num_classes == 10 and digits.classes == tuple("0123456789") and not digits.allow_flip
     assert sum(digits.size(s) for s in SPLITS) == 1797
     assert (digits.size("val"), digits.size("test")) == (359, 359)
-    assert digits.images["train"].shape[1:] == (3, 32, 32)
-    assert torch.allclose(digits.images["train"].mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
-    assert (
-        digits.source
-        == "sklearn load_digits, 1797 images, 8x8 upsampled to 32x32; val and test carved from train (seed 0)"
+    assert crops(digits, "train").shape[1:] == (1, 32, 32), "grey images stay one channel until normalised"
+    assert torch.allclose(network_input(digits, "train").mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
+    assert digits.source == (
+        "sklearn load_digits, 1797 images, 8x8, upsampled to 32x32 per batch, uint8 in memory; "
+        "val and test carved from train (seed 0)"
     )
-    grey = denormalise(digits, "train")
+    grey = network_input(digits, "train")
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 0], grey[:, 2])
+    assert digits.in_memory and digits.augmentation.flip is False
     native = load_data("sklearn-digits", 8)
-    assert native.images["train"].shape[2:] == (8, 8) and "upsampled" not in native.source
+    assert crops(native, "train").shape[2:] == (8, 8) and "upsampled" not in native.source
 
 
 def test_stratified_carving(files, digits):
     ds = load_data(files["nhwc"], 12)
     for split, per_class in (("train", 12), ("val", 4), ("test", 4)):
-        assert ds.labels[split].bincount().tolist() == [per_class] * 3
+        assert ds.labels(split).bincount().tolist() == [per_class] * 3
     for split in ("val", "test"):  # 1797 digits: every class within one of its share
-        counts = digits.labels[split].bincount(minlength=10)
+        counts = digits.labels(split).bincount(minlength=10)
         assert counts.min() >= 34 and counts.max() <= 38
 
 
 def test_deterministic_for_a_seed_and_different_across_seeds(files):
     a, b, c = (load_data(files["nhwc"], 12, seed=s) for s in (7, 7, 8))
     for split in SPLITS:
-        assert torch.equal(a.images[split], b.images[split]) and torch.equal(a.labels[split], b.labels[split])
-    assert image_bytes(a.images["val"]) != image_bytes(c.images["val"])
+        assert torch.equal(crops(a, split), crops(b, split)) and torch.equal(a.labels(split), b.labels(split))
+    assert a.mean == b.mean and a.std == b.std
+    assert image_bytes(crops(a, "val")) != image_bytes(crops(c, "val"))
 
 
 def test_max_train_caps_the_train_split_only(files):
     ds = load_data(files["nhwc"], 12, max_train=9)
     assert (ds.size("train"), ds.size("val"), ds.size("test")) == (9, 12, 12)
-    assert ds.labels["train"].bincount().tolist() == [3, 3, 3]
+    assert ds.labels("train").bincount().tolist() == [3, 3, 3]
     assert "train capped at 9" in ds.source
     assert load_data(files["nhwc"], 12, max_train=1000).size("train") == 36
 
@@ -187,10 +200,10 @@ def test_cifar_pixels_labels_and_names(files, tmp_path):
     ds = load_data(files["cifar-parent"], 32)
     assert ds.classes == CIFAR_CLASSES
     assert load_data(files["cifar-no-meta"], 32).classes == tuple(str(i) for i in range(10))
-    expected = torch.from_numpy(written["test_batch"]).float() / 255
-    assert torch.allclose(denormalise(ds, "test"), expected, atol=1e-5), "channel-major 3072 -> (3, 32, 32)"
-    assert ds.labels["test"].tolist() == [i % 10 for i in range(20)]
-    assert set(ds.labels["val"].bincount(minlength=10).tolist()) <= {1, 2}, "12 of 60 (6 per class), stratified"
+    assert torch.equal(crops(ds, "test"), torch.from_numpy(written["test_batch"])), "channel-major 3072 -> (3, 32, 32)"
+    assert ds.labels("test").tolist() == [i % 10 for i in range(20)]
+    assert set(ds.labels("val").bincount(minlength=10).tolist()) <= {1, 2}, "12 of 60 (6 per class), stratified"
+    assert ds.in_memory and ds.splits["train"].images.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
@@ -207,28 +220,31 @@ def test_cifar_batches_pickled_by_numpy_1_load(tmp_path):
         path.write_bytes(path.read_bytes().replace(b"numpy._core.", b"numpy.core."))
     assert b"numpy.core.multiarray\n_reconstruct" in (tmp_path / "c" / "test_batch").read_bytes()
     ds = load_data(tmp_path / "c", 32)
-    assert torch.allclose(denormalise(ds, "test"), torch.from_numpy(written["test_batch"]).float() / 255, atol=1e-5)
+    assert torch.equal(crops(ds, "test"), torch.from_numpy(written["test_batch"]))
 
 
 def test_image_folder_classes_and_colours(files):
     ds = load_data(files["folder"], 8)
     assert ds.classes == FOLDER_CLASSES
-    pixels = denormalise(ds, "train").mean(dim=(2, 3)) * 255
+    colours = pixels(ds, "train").mean(dim=(2, 3)) * 255
     for label, name in enumerate(FOLDER_CLASSES):
-        colour = pixels[ds.labels["train"] == label].mean(dim=0)
+        colour = colours[ds.labels("train") == label].mean(dim=0)
         assert torch.allclose(colour, torch.tensor(COLOURS[name], dtype=torch.float32), atol=3)
+    assert not ds.in_memory and ds.augmentation.eval_crop == 0.875
     presplit = load_data(files["folder-split"], 8)
-    assert presplit.labels["test"].bincount().tolist() == [2, 2, 2]
+    assert presplit.labels("test").bincount().tolist() == [2, 2, 2]
     assert "train, test folders" in presplit.source and "val carved" in presplit.source
 
 
 def test_npz_layouts_agree(files):
     nhwc, nchw = load_data(files["nhwc"], 12), load_data(files["nchw"], 12)
     assert nhwc.classes == ("a", "b", "c") and nchw.classes == ("0", "1", "2")
-    for split in SPLITS:
-        assert torch.allclose(nhwc.images[split], nchw.images[split], atol=1e-5)
-        assert torch.equal(nhwc.labels[split], nchw.labels[split])
-    grey = denormalise(load_data(files["grey"], 16), "train")
+    for split in SPLITS:  # float images in [0, 1] are quantised to the same 8 bits
+        assert torch.equal(crops(nhwc, split), crops(nchw, split))
+        assert torch.equal(nhwc.labels(split), nchw.labels(split))
+    grey_data = load_data(files["grey"], 16)  # 10x14: the centre 10x10, upsampled
+    grey = pixels(grey_data, "train")
+    assert crops(grey_data, "train").shape[1:] == (1, 16, 16)
     assert torch.allclose(grey[:, 0], grey[:, 1]) and torch.allclose(grey[:, 0], grey[:, 2])
 
 
@@ -236,9 +252,8 @@ def test_npz_given_test_split_is_used_as_is(files):
     with np.load(files["with-test"]) as archive:
         x_test, y_test = archive["x_test"], archive["y_test"]
     ds = load_data(files["with-test"], 12)
-    assert torch.equal(ds.labels["test"], torch.from_numpy(y_test))
-    expected = torch.from_numpy(x_test).permute(0, 3, 1, 2).float() / 255
-    assert torch.allclose(denormalise(ds, "test"), expected, atol=1e-5)
+    assert torch.equal(ds.labels("test"), torch.from_numpy(y_test))
+    assert torch.equal(crops(ds, "test"), torch.from_numpy(x_test).permute(0, 3, 1, 2))
 
 
 def test_unstratifiable_labels_fall_back_to_a_random_split(tmp_path):
@@ -248,100 +263,7 @@ def test_unstratifiable_labels_fall_back_to_a_random_split(tmp_path):
     assert sum(ds.size(s) for s in SPLITS) == 10
 
 
-# ---- batches ---------------------------------------------------------------------------------------------
-def indexed(n: int, allow_flip: bool = True, resolution: int = 4) -> Dataset:
-    """Image i is the constant i (so a batch says which examples it holds)."""
-    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, resolution, resolution).contiguous()
-    y = torch.arange(n) % 2
-    splits = {s: x for s in SPLITS}
-    return Dataset("indexed", ("a", "b"), resolution, splits, {s: y for s in SPLITS}, (0, 0, 0), (1, 1, 1), allow_flip)
-
-
-def ids(batch: torch.Tensor) -> list[int]:
-    return batch[:, 0, 0, 0].long().tolist()
-
-
-def test_batches_cover_every_example_once_per_epoch():
-    ds = indexed(10)
-    assert [ids(x) for x, _ in ds.batches("train", 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert [ids(x) for x, _ in ds.batches("train", 4, drop_last=True)] == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    gen = torch.Generator().manual_seed(0)
-    epochs = [[i for x, _ in ds.batches("train", 3, shuffle=True, generator=gen) for i in ids(x)] for _ in range(3)]
-    for order in epochs:
-        assert sorted(order) == list(range(10))
-    assert epochs[0] != epochs[1]
-    again = torch.Generator().manual_seed(0)
-    assert [i for x, _ in ds.batches("train", 3, shuffle=True, generator=again) for i in ids(x)] == epochs[0]
-    for x, y in ds.batches("train", 3, shuffle=True, generator=gen, drop_last=True):
-        assert len(x) == len(y) == 3 and torch.equal(y, torch.tensor(ids(x)) % 2)
-
-
-def test_batches_are_copies():
-    ds = indexed(4)
-    x, _ = next(ds.batches("val", 2))
-    x.fill_(-1)
-    assert ids(ds.images["val"]) == [0, 1, 2, 3]
-
-
-def test_augment_keeps_shapes_and_labels_and_changes_pixels(files):
-    ds = load_data(files["nhwc"], 12)
-    gen = torch.Generator().manual_seed(0)
-    plain = list(ds.batches("train", 16))
-    augmented = list(ds.batches("train", 16, augment=True, generator=gen))
-    assert [x.shape for x, _ in plain] == [x.shape for x, _ in augmented]
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(plain, augmented))
-    assert not torch.equal(torch.cat([x for x, _ in plain]), torch.cat([x for x, _ in augmented]))
-
-
-def test_augment_is_a_translated_crop_or_its_mirror():
-    gen = torch.Generator().manual_seed(3)
-    x = torch.randn(32, 3, 6, 6, generator=gen)
-    out = _augment(x, gen, flip=True)
-    p = AUGMENT_PAD
-    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="replicate")
-    kinds = set()
-    for image, result in zip(padded, out):
-        crops = {
-            (dy, dx, f): image[:, dy : dy + 6, dx : dx + 6]
-            for dy in range(2 * p + 1)
-            for dx in range(2 * p + 1)
-            for f in (0, 1)
-        }
-        match = [k for k, crop in crops.items() if torch.equal(crop.flip(2) if k[2] else crop, result)]
-        assert match, "not a crop of the padded image"
-        kinds |= {(k[0], k[1]) for k in match} | {("flip", k[2]) for k in match}
-    assert ("flip", 0) in kinds and ("flip", 1) in kinds and len(kinds) > 10
-
-
-@pytest.mark.parametrize("allow_flip", [True, False])
-def test_flip_only_when_allowed(allow_flip):
-    ramp = torch.arange(8, dtype=torch.float32).expand(40, 3, 8, 8).contiguous()  # rises left to right
-    ds = Dataset(
-        "ramp",
-        ("a", "b"),
-        8,
-        {"train": ramp},
-        {"train": torch.zeros(40, dtype=torch.int64)},
-        (0, 0, 0),
-        (1, 1, 1),
-        allow_flip,
-    )
-    x, _ = next(ds.batches("train", 40, augment=True, generator=torch.Generator().manual_seed(0)))
-    falling = (x.diff(dim=3) < 0).any(dim=(1, 2, 3))
-    assert bool(falling.any()) == allow_flip
-
-
-def test_batches_validate_their_arguments():
-    ds = indexed(4)
-    for kwargs in ({"shuffle": True}, {"augment": True}):
-        with pytest.raises(ValueError, match="torch.Generator must be passed"):
-            ds.batches("train", 2, **kwargs)
-    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
-        ds.batches("train", 0)
-    with pytest.raises(ValueError, match="split must be one of"):
-        ds.batches("training", 2)
-
-
+# ---- the Dataset ------------------------------------------------------------------------------------------
 def test_subset_and_describe(digits):
     small = digits.subset("train", 50, torch.Generator().manual_seed(0))
     assert small.size("train") == 50 and small.size("val") == digits.size("val") and small.mean == digits.mean
@@ -350,6 +272,18 @@ def test_subset_and_describe(digits):
         digits.describe() == "digits: 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), train 1079 / val 359 / test 359, 32x32"
     )
     assert repr(digits) == f"Dataset({digits.describe()})"
+    assert digits.crop_bytes("val") == 359 * 32 * 32
+
+
+def test_statistics_come_from_a_sample(monkeypatch, files):
+    import nas.data.dataset as dataset
+
+    full = load_data(files["nhwc"], 12)
+    monkeypatch.setattr(dataset, "STATS_IMAGES", 10)
+    sampled = load_data(files["nhwc"], 12)
+    assert sampled.mean != full.mean and sampled.std != full.std
+    assert np.allclose(sampled.mean, full.mean, atol=0.05) and np.allclose(sampled.std, full.std, atol=0.05)
+    assert torch.equal(crops(sampled, "train"), crops(full, "train"))
 
 
 # ---- the restricted unpickler ---------------------------------------------------------------------------
@@ -444,6 +378,13 @@ def unreadable_image(tmp: Path) -> Path:
     return root
 
 
+def no_images_at_all(tmp: Path) -> Path:
+    root = tmp / "images"
+    for name in FOLDER_CLASSES:
+        (root / name).mkdir(parents=True)
+    return root
+
+
 def split_with_unknown_class(tmp: Path) -> Path:
     root = tmp / "images"
     write_pngs(root / "train", ("cat", "dog"), 2, seed=0)
@@ -486,7 +427,10 @@ X = np.zeros((6, 4, 4), np.uint8)
 Y = np.array([0, 1, 2, 0, 1, 2])
 
 BAD_SOURCES: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "missing path": (lambda t: t / "nowhere", "does not exist; expected 'cluttered-digits', 'digits', a CIFAR-10 python folder"),
+    "missing path": (
+        lambda t: t / "nowhere",
+        "does not exist; expected 'cluttered-digits', 'digits', a CIFAR-10 python folder",
+    ),
     "file of no format": (text_file, "is not an .npz file"),
     "folder of no format": (empty_dir, "matches no known layout"),
     "images without class folders": (loose_images, "no class sub-folders"),
@@ -525,7 +469,8 @@ BAD_SOURCES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "cifar without test_batch": (cifar_without_test, "has no test_batch"),
     "folder with one class": (lambda t: folder_with(t, ("cat",)), "has 1 class sub-folder(s) ['cat']; need at least 2"),
     "folder with an empty class": (empty_class, "fox has no images"),
-    "folder with a broken image": (unreadable_image, "broken.png could not be read"),
+    "folder with a broken image": (unreadable_image, "1 file(s) that could not be read as images"),
+    "folder whose classes hold no images": (no_images_at_all, "cat has no images"),
     "split folder with an unknown class": (split_with_unknown_class, "emu has no counterpart in"),
 }
 
@@ -555,6 +500,7 @@ def test_bad_source_is_one_line_naming_the_path(tmp_path, case):
         ({"max_train": 0}, "max_train must be None or an integer >= 1, got 0"),
         ({"seed": -1}, "seed must be an integer in [0, 2**32), got -1"),
         ({"source": ""}, "data source is empty"),
+        ({"augmentation": "rrc"}, "augmentation must be a nas.data.Augmentation, got str"),
     ],
 )
 def test_bad_arguments_are_one_line(kwargs, fragment):
@@ -563,30 +509,22 @@ def test_bad_arguments_are_one_line(kwargs, fragment):
     assert "\n" not in str(info.value) and fragment in str(info.value)
 
 
-def test_dataset_checks_its_tensors():
-    good = indexed(4)
-    with pytest.raises(ValueError, match=r"images\['train'\] must be float32 \(N, 3, 4, 4\)"):
-        Dataset(
-            "x",
-            ("a", "b"),
-            4,
-            {"train": good.images["train"][:, :1]},
-            {"train": good.labels["train"]},
-            (0, 0, 0),
-            (1, 1, 1),
-        )
-    with pytest.raises(ValueError, match=r"labels\['train'\] must lie in \[0, 2\)"):
-        Dataset(
-            "x",
-            ("a", "b"),
-            4,
-            {"train": good.images["train"]},
-            {"train": good.labels["train"] + 5},
-            (0, 0, 0),
-            (1, 1, 1),
-        )
+def test_dataset_checks_its_splits():
+    images = torch.zeros(4, 1, 4, 4, dtype=torch.uint8)
+    labels = torch.tensor([0, 1, 0, 1])
+    aug = Augmentation()
+
+    def split(y=labels, resolution=4):
+        return ArrayImages(images, y, resolution, aug)
+
+    with pytest.raises(ValueError, match=r"labels of split 'train' must lie in \[0, 2\)"):
+        Dataset("x", ("a", "b"), 4, {"train": split(labels + 5)}, (0, 0, 0), (1, 1, 1), aug)
+    with pytest.raises(ValueError, match="crops to 8 px, not the dataset's 4"):
+        Dataset("x", ("a", "b"), 4, {"train": split(resolution=8)}, (0, 0, 0), (1, 1, 1), aug)
     with pytest.raises(ValueError, match="'train' plus any of"):
-        Dataset("x", ("a", "b"), 4, {"val": good.images["val"]}, {"val": good.labels["val"]}, (0, 0, 0), (1, 1, 1))
+        Dataset("x", ("a", "b"), 4, {"val": split()}, (0, 0, 0), (1, 1, 1), aug)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        Dataset("x", ("a",), 4, {"train": split(labels * 0)}, (0, 0, 0), (1, 1, 1), aug)
 
 
 # ---- cluttered digits (the embedded default) ---------------------------------------------------------
@@ -613,12 +551,8 @@ def test_cluttered_digits_splits_keep_a_digits_versions_together():
     images, _, origin = cluttered_digits()
     # Identify each split's images by their pixels, then check no source digit is in two splits.
     owner = {images[i].tobytes(): origin[i] for i in range(len(origin))}
-    mean, std = np.array(data.mean)[None, :, None, None], np.array(data.std)[None, :, None, None]
-    sources = {}
-    for split in SPLITS:
-        raw = np.rint((data.images[split].numpy() * std + mean)[:, :1] * 255).astype(np.uint8)
-        sources[split] = {owner[x.tobytes()] for x in raw}
+    sources = {split: {owner[x.numpy().tobytes()] for x in crops(data, split)} for split in SPLITS}
     assert not (sources["train"] & sources["val"]) and not (sources["train"] & sources["test"])
     assert not (sources["val"] & sources["test"])
     other = load_data("cluttered-digits", resolution=24, seed=4)
-    assert not torch.equal(other.labels["test"], data.labels["test"])
+    assert not torch.equal(other.labels("test"), data.labels("test"))
