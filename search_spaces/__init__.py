@@ -15,7 +15,7 @@ from .builder import InvertedResidual, InvertedResidualNet, build_model, example
 from .export import export_onnx
 from .mobilenet import mobilenet_v2
 from .space import SearchSpace, StageChoices, sample_spec
-from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_imagenet, proxy_digits
+from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_cifar, mobilenetv2_imagenet, proxy_digits
 from .supernet import Supernet
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "hidden_channels",
     "make_divisible",
     "mobilenet_v2",
+    "mobilenetv2_cifar",
     "mobilenetv2_imagenet",
     "parse_arch",
     "proxy_digits",

@@ -35,6 +35,37 @@ def mobilenetv2_imagenet() -> SearchSpace:
     )
 
 
+def mobilenetv2_cifar() -> SearchSpace:
+    """Around MobileNetV2 for CIFAR-size inputs (32x32, 10 classes), as the common
+    MobileNetV2-on-CIFAR recipes adapt it: the stem and the 24-channel stage keep stride 1 instead
+    of 2, so the network downsamples 8x (32 -> 4 px) rather than 32x. Contains that network
+    (t=6, Table 2 widths and repeats, 3x3 kernels) at 32 px; the choices per stage are those of
+    ``mobilenetv2-imagenet`` at 24-32 px, except that the stride-1 24-channel stage chooses from
+    24-40 channels: with 16 (its input's width) its first block would gain a residual connection
+    when narrowed, and costs would no longer grow with every choice."""
+    return SearchSpace(
+        name="mobilenetv2-cifar",
+        resolutions=(24, 28, 32),
+        stem_channels=32,
+        stem_stride=1,
+        stages=(
+            StageChoices(expansions=(1,), channels=(16,), repeats=(1,), kernel_sizes=(3,), stride=1),
+            StageChoices(expansions=(3, 4, 6), channels=(24, 32, 40), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=1),
+            StageChoices(expansions=(3, 4, 6), channels=(24, 32, 40), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
+            StageChoices(expansions=(3, 4, 6), channels=(48, 64, 80), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
+            StageChoices(
+                expansions=(3, 4, 6), channels=(72, 96, 112), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=1
+            ),
+            StageChoices(
+                expansions=(3, 4, 6), channels=(128, 160, 192), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2
+            ),
+            StageChoices(expansions=(3, 4, 6), channels=(256, 320), repeats=(1,), kernel_sizes=(3, 5), stride=1),
+        ),
+        last_channels=1280,
+        num_classes=10,
+    )
+
+
 def proxy_digits() -> SearchSpace:
     """A small proxy space that trains in minutes on a CPU on the embedded cluttered-digits
     dataset (24x24 canvases, 10 classes). Same block structure as MobileNetV2, fewer and
@@ -59,6 +90,7 @@ def proxy_digits() -> SearchSpace:
 SPACES = {
     "mobilenetv2-imagenet": mobilenetv2_imagenet,
     "proxy-digits": proxy_digits,
+    "mobilenetv2-cifar": mobilenetv2_cifar,
 }
 DEFAULT_PROXY_SPACE = "proxy-digits"
 

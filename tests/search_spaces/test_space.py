@@ -48,6 +48,19 @@ def test_mobilenet_v2_is_in_the_imagenet_space():
         space.encode(mobilenet_v2(1.0, 96))
 
 
+def test_mobilenet_v2_cifar_is_in_the_cifar_space():
+    """The common MobileNetV2-on-CIFAR network: stem and the 24-channel stage at stride 1."""
+    import dataclasses
+
+    reference = mobilenet_v2(1.0, 32, num_classes=10)
+    stages = list(reference.stages)
+    stages[1] = dataclasses.replace(stages[1], stride=1)
+    cifar = dataclasses.replace(reference, stem_stride=1, stages=tuple(stages))
+    space = get_space("mobilenetv2-cifar")
+    assert space.contains(cifar) and not space.contains(reference)
+    assert [s.stride for s in space.stages] == [1, 1, 2, 2, 1, 2, 1] and space.stem_stride == 1
+
+
 def test_json_round_trip(space, tmp_path):
     path = tmp_path / "space.json"
     space.to_json(path)
