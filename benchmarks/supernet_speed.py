@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from nas.data import load_data
+from nas.device import Runtime
 from nas.train import SupernetTrainConfig, train_supernet
 from search_spaces import DEFAULT_PROXY_SPACE, get_space
 from search_spaces.supernet import Supernet
@@ -32,18 +33,20 @@ FORWARD_GOAL = 1.15
 
 
 def forward_ratios(
-    supernet: Supernet, specs: list, batch_size: int, rounds: int, threads: int
+    supernet: Supernet, specs: list, batch_size: int, rounds: int, threads: int, runtime: Runtime | None = None
 ) -> list[tuple[object, float, float]]:
     """Per spec: (spec, standalone median ms, supernet/standalone ratio of medians), both timed
     alternately in each round so that changing machine load hits both alike."""
+    runtime = runtime or Runtime.create("cpu", channels_last=False)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     results = []
+    runtime.module(supernet)
     try:
         with torch.inference_mode():
             for spec in specs:
-                model = supernet.extract(spec).eval()
-                x = torch.randn(batch_size, 3, spec.resolution, spec.resolution)
+                model = runtime.module(supernet.extract(spec).eval())
+                x = runtime.tensor(torch.randn(batch_size, 3, spec.resolution, spec.resolution))
                 for _ in range(3):
                     supernet(x, spec)
                     model(x)
@@ -51,8 +54,10 @@ def forward_ratios(
                 for _ in range(rounds):
                     start = time.perf_counter()
                     supernet(x, spec)
+                    runtime.synchronize()
                     middle = time.perf_counter()
                     model(x)
+                    runtime.synchronize()
                     times["supernet"].append(middle - start)
                     times["standalone"].append(time.perf_counter() - middle)
                 standalone = float(np.median(times["standalone"]))
@@ -73,8 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--skip-training", action="store_true", help="time the forward pass only (random weights)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="auto|cpu|cuda|cuda:N|mps (default cpu: the goals are CPU goals)")
+    parser.add_argument("--precision", default="fp32", help="training precision: fp32, bf16 or fp16")
+    parser.add_argument("--data-workers", type=int, default=0, help="DataLoader worker processes during training")
     args = parser.parse_args(argv)
     try:
+        runtime = Runtime.create(args.device, args.precision)
         space = get_space(args.space)
         data = load_data(args.data, resolution=max(space.resolutions), seed=args.seed)
     except ValueError as e:
@@ -82,13 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     torch.set_num_threads(args.threads)
-    print(f"space {space.name}, data {data.describe()}, {args.threads} torch threads")
+    print(f"space {space.name}, data {data.describe()}, {runtime.describe()}, {args.threads} torch threads")
     if args.skip_training:
         supernet = Supernet(space).eval()
     else:
         config = SupernetTrainConfig() if args.epochs is None else SupernetTrainConfig(epochs=args.epochs)
         started = time.perf_counter()
-        result = train_supernet(space, data, config, progress=False, seed=args.seed)
+        result = train_supernet(
+            space, data, config, progress=False, seed=args.seed, runtime=runtime, data_workers=args.data_workers
+        )
         seconds = time.perf_counter() - started
         supernet = result.supernet
         last = result.history[-1]
@@ -103,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = np.random.default_rng(args.seed)
     specs = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(args.archs))]
-    results = forward_ratios(supernet, specs, args.batch_size, args.rounds, args.threads)
+    # The forward-pass goal is about the supernet's slicing: timed in NCHW, float32, as before.
+    plain = Runtime(runtime.device, "fp32", channels_last=False)
+    results = forward_ratios(supernet.eval(), specs, args.batch_size, args.rounds, args.threads, plain)
     print(f"\nforward pass, batch {args.batch_size}: supernet vs extracted standalone model (same weights)")
     print(f"{'standalone ms':>14} {'ratio':>7}  architecture")
     for spec, ms, ratio in results:

@@ -29,7 +29,8 @@ from .transforms import PRESETS, Augmentation, Normaliser
 DIGITS_SOURCES = ("digits", "sklearn-digits")
 CLUTTERED_DIGITS = "cluttered-digits"
 STATS_IMAGES = 2000  # training images the mean and std are measured on
-_CHUNK = 256  # images cropped / resized / summed at a time, to bound peak memory
+_CHUNK = 256  # images resized at a time on loading, to bound peak memory
+_STATS_CHUNK = 64  # images decoded and summed at a time for the statistics
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,26 +252,23 @@ def _shrink(x: torch.Tensor, short_side: int) -> torch.Tensor:
 
 def _channel_stats(train: SplitImages, seed: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std of the evaluation crops of at most ``STATS_IMAGES``
-    seeded training images, in float64; a constant channel gets std 1 (zeros, not NaN)."""
+    seeded training images (exact integer sums, a few images at a time); a constant channel gets
+    std 1 (zeros, not NaN)."""
     from tqdm.auto import tqdm
 
     n = len(train)
-    order = (
-        torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, STATS_IMAGES)].sort().values.tolist()
-    )
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, STATS_IMAGES)].sort().values.tolist()
+    total = torch.zeros(3, dtype=torch.int64)
+    squares = torch.zeros(3, dtype=torch.int64)
     count = 0
-    chunks = range(0, len(order), _CHUNK)
-    for start in tqdm(
-        chunks, desc="image statistics", unit="chunk", leave=False, disable=None if not train.in_memory else True
-    ):
-        x, _ = train.__getitems__(order[start : start + _CHUNK])
-        pixels = x.double().div_(255).expand(-1, 3, -1, -1).flatten(2)
-        total += pixels.sum(dim=(0, 2))
-        squares += pixels.square().sum(dim=(0, 2))
-        count += pixels.shape[0] * pixels.shape[2]
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
+    chunks = range(0, len(order), _STATS_CHUNK)
+    for start in tqdm(chunks, desc="image statistics", unit="chunk", leave=False, disable=None if not train.in_memory else True):
+        x, _ = train.__getitems__(order[start : start + _STATS_CHUNK])
+        pixels = x.long()
+        total += pixels.sum(dim=(0, 2, 3)).expand(3)
+        squares += pixels.square_().sum(dim=(0, 2, 3)).expand(3)
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total.double() / (255 * count)
+    std = (squares.double() / (255**2 * count) - mean.square()).clamp_min(0).sqrt()
     std = torch.where(std > 1e-6, std, torch.ones_like(std))
     return tuple(float(v) for v in mean.float()), tuple(float(v) for v in std.float())

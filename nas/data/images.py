@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor
 from .common import DataError, exc_text
 from .transforms import Augmentation, centre_crop_batch, crop_batch, crop_image, eval_box, item_rng, train_box
 
-Key = Union[int, tuple[int, int]]
+Key = int | tuple[int, int]
 
 
 class BadImageWarning(UserWarning):

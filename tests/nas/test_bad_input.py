@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.config import SearchConfig
 from nas.export import main as export_main
@@ -94,7 +95,16 @@ CASES = [
     ("resume folder that is not a run", lambda s, d, r, t: ["--resume", str(t)], "not a run folder"),
     ("zero threads", lambda s, d, r, t: ["--threads", "0"], "--threads must be an integer >= 1"),
     ("unknown sampler", lambda s, d, r, t: ["--sampler", "grid"], "--sampler"),
+    ("unknown device", lambda s, d, r, t: ["--device", "gpu"], "--device must be one of auto, cpu, cuda, cuda:N, mps"),
+    ("fp16 on the cpu", lambda s, d, r, t: ["--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a GPU"),
+    ("unknown precision", lambda s, d, r, t: ["--precision", "fp64"], "--precision must be one of fp32, bf16, fp16"),
+    ("zero training workers", lambda s, d, r, t: ["--train-workers", "0"], "--train-workers must be an integer >= 1"),
+    ("negative data workers", lambda s, d, r, t: ["--data-workers", "-1"], "--data-workers must be an integer >= 0"),
+    ("batch not divisible by the workers", lambda s, d, r, t: ["--train-workers", "3"], "does not split evenly over 3 training workers"),
+    ("resume with another precision", lambda s, d, r, t: ["--precision", "bf16", "--out", str(r)], "different precision"),
 ]
+if not torch.cuda.is_available():
+    CASES.append(("cuda without a GPU", lambda s, d, r, t: ["--device", "cuda"], "CUDA is not available"))
 
 
 @pytest.mark.parametrize("build, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
@@ -146,3 +156,73 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1 and "pixel" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ---- nas.train: the same guarantees -------------------------------------------------------------------
+def few_images(tmp_path: Path) -> str:
+    import numpy as np
+
+    path = tmp_path / "few.npz"
+    np.savez(path, x=np.zeros((40, 8, 8), np.uint8), y=np.arange(40) % 10)
+    return str(path)
+
+
+def wrong_classes_space(space_file: str, tmp_path: Path) -> str:
+    data = json.loads(Path(space_file).read_text())
+    data["num_classes"] = 3
+    return write(tmp_path, "three.json", json.dumps(data))
+
+
+def empty_class_folder(tmp_path: Path) -> str:
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / "cat" / "a.png")
+    return str(tmp_path / "imgs")
+
+
+TRAIN_CASES = [
+    ("zero training workers", lambda s, d, t: ["--train-workers", "0"], "argument --train-workers: must be an integer >= 1, but got 0"),
+    ("negative data workers", lambda s, d, t: ["--data-workers", "-1"], "argument --data-workers: must be an integer >= 0"),
+    ("unknown device", lambda s, d, t: ["--device", "tpu"], "--device must be one of"),
+    ("fp16 on the cpu", lambda s, d, t: ["--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a GPU (CUDA or MPS)"),
+    ("batch not divisible", lambda s, d, t: ["--train-workers", "3"], "--batch-size 64 does not split evenly over 3 training workers"),
+    ("more workers than data", lambda s, d, t: ["--data", few_images(t), "--train-workers", "2", "--batch-size", "32"], "fewer than one batch of 32 over 2 training workers"),
+    ("folder with an empty class", lambda s, d, t: ["--data", empty_class_folder(t)], "dog has no images"),
+    ("classes differ from the space", lambda s, d, t: ["--space", wrong_classes_space(s, t)], "the data has 10 classes but space"),
+    ("unknown space", lambda s, d, t: ["--space", "nowhere"], "unknown search space 'nowhere'"),
+    ("out is a file", lambda s, d, t: ["--out", write(t, "file.txt", "x")], "is a file, not a folder"),
+    ("both space and arch", lambda s, d, t: ["--arch", "in16_c8_s2-head_c32_n10"], "not allowed with argument"),
+]
+if not torch.cuda.is_available():
+    TRAIN_CASES.append(("cuda without a GPU", lambda s, d, t: ["--device", "cuda:0"], "--device cuda:0: CUDA is not available"))
+
+
+@pytest.mark.parametrize("build, fragment", [c[1:] for c in TRAIN_CASES], ids=[c[0] for c in TRAIN_CASES])
+def test_train_bad_input_is_one_clear_line(build, fragment, space_file, digits_npz, tmp_path, capsys):
+    args = build(space_file, digits_npz, tmp_path)
+    defaults = {"--space": space_file, "--data": digits_npz, "--out": str(tmp_path / "out"), "--epochs": "1"}
+    for flag, value in defaults.items():
+        if flag not in args and not (flag == "--space" and "--arch" in args and fragment != "not allowed with argument"):
+            args += [flag, value]
+    try:
+        code = train_main([*args, "--no-progress"])
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert fragment in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_resume_with_another_precision_leaves_the_folder_alone(space_file, digits_npz, tmp_path, capsys):
+    out = tmp_path / "sn"
+    argv = ["--space", space_file, "--data", digits_npz, "--epochs", "1", "--batch-size", "32", "--out", str(out), "--no-progress"]
+    assert train_main(argv) == 0
+    before = snapshot(out)
+    assert train_main([*argv, "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "different precision" in err
+    assert snapshot(out) == before

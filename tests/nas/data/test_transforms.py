@@ -21,11 +21,11 @@ def test_random_resized_boxes_stay_within_scale_ratio_and_image():
     areas, ratios, flips = [], [], []
     for _ in range(2000):
         (top, left, h, w), flip = train_box(rng, 60, 80, aug)
-        assert 0 <= top and 0 <= left and top + h <= 60 and left + w <= 80
+        assert top >= 0 and left >= 0 and top + h <= 60 and left + w <= 80
         areas.append(h * w / (60 * 80))
         ratios.append(w / h)
         flips.append(flip)
-    assert 0.07 < min(areas) and max(areas) <= 1.0 and np.median(areas) > 0.3
+    assert min(areas) > 0.07 and max(areas) <= 1.0 and np.median(areas) > 0.3
     assert min(ratios) > 3 / 4 * 0.9 and max(ratios) < 4 / 3 * 1.1
     assert 0.45 < np.mean(flips) < 0.55
 
