@@ -28,7 +28,7 @@ from invres_utils.atomic_files import check_writable_file
 from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec, parse_arch
 
-from .opmodel import TILES, fit_features
+from .opmodel import FEATURES, fit_features
 from .targets import SHIPPED, LatencyTarget, check_target_name, load_target, user_target_dir
 
 MODES: tuple[str, ...] = ("auto", "scale", "refit")
@@ -138,7 +138,7 @@ def calibrate_target(
         raise ValueError(f"need at least {MIN_ROWS} valid measurements to calibrate, but got {n}")
     if mode == "refit" and n < MIN_REFIT_ROWS:
         raise ValueError(
-            f"mode 'refit' fits 7 non-negative coefficients and needs at least {MIN_REFIT_ROWS} "
+            f"mode 'refit' fits {len(FEATURES)} non-negative coefficients and needs at least {MIN_REFIT_ROWS} "
             f"valid measurements, but got {n}; use mode 'scale'"
         )
     base_target = load_target(base)
@@ -160,9 +160,11 @@ def calibrate_target(
         target = base_target.renamed(name, scale=base_target.scale * scale, fit=fit)
         candidates["scale"] = (fit["cv_mape_pct"], target)
     if mode == "refit" or (mode == "auto" and n >= MIN_REFIT_ROWS):
-        coef, tile, report = fit_features(specs, y, TILES)
+        coef, tile, report = fit_features(specs, y)
         fit = {"mode": "refit", **report}
-        target = LatencyTarget(name=name, coefficients=tuple(float(c) for c in coef), tile=tile, provenance={}, fit=fit)
+        target = LatencyTarget(
+            name=name, coefficients=tuple(float(c) for c in coef), tile=tile[0], tile_n=tile[1], provenance={}, fit=fit
+        )
         candidates["refit"] = (report["cv_mape_pct"], target)
     chosen = min(candidates, key=lambda k: candidates[k][0])
     target = candidates[chosen][1]

@@ -2,7 +2,10 @@
 
 The ``pixel`` target is float TF-Lite on the big core of a Pixel 1, the device of the MobileNetV2
 tables. Its op-model coefficients (see :mod:`hw_models.opmodel`) are fitted to the 16 rows of
-``hw_models/reference/mobilenet_v2_pixel1.csv`` and nothing else.
+``hw_models/reference/mobilenet_v2_pixel1.csv`` (MobileNetV2 width x resolution, absolute ms) and
+the 4 networks of ``hw_models/reference/nas_networks_pixel1.csv`` (ProxylessNAS: per-block 3/5/7
+kernels, expansion 3 and 6), the latter as ratios to the MobileNetV2 1.0@224 latency their own
+source measured, and nothing else. The 6 rows of ``mobilenet_v2_pixel1_heldout.csv`` are never fitted.
 """
 
 from __future__ import annotations
@@ -20,11 +23,17 @@ from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.mobilenet import mobilenet_v2
 
-from .opmodel import TILES, fit_features
+from .analytic import count_madds
+from .opmodel import TILE_PAIRS, FitData, cv_data_errors, feature_matrix, fit_matrices
 from .targets import LatencyTarget, known_targets, load_target
 
 PIXEL_REFERENCE = "mobilenet_v2_pixel1.csv"
 PIXEL_HELDOUT = "mobilenet_v2_pixel1_heldout.csv"
+PIXEL_NETWORKS = "nas_networks_pixel1.csv"
+# The features the published rows can identify. Depth is fixed within the TF-slim family and the
+# other networks are too few to separate a per-layer overhead or output traffic from the GEMM and
+# depthwise terms, so those coefficients (and the second, input-side depthwise form) stay 0.
+PIXEL_FEATURES: tuple[str, ...] = ("gemm_macs", "gemm_weights", "dw_macs", "dw_macs_k5", "dw_macs_k7", "fc_weights")
 
 
 def predict_latency_ms(
@@ -61,6 +70,34 @@ def pixel_heldout_data() -> tuple[list[ArchSpec], list[float]]:
     return _pixel_rows(PIXEL_HELDOUT)
 
 
+def pixel_network_data() -> tuple[list[str], list[ArchSpec], list[float], list[ArchSpec]]:
+    """The searched networks with published Pixel 1 latency (:data:`PIXEL_NETWORKS`): names, specs,
+    latency ratios to MobileNetV2 1.0@224 as measured by the same source, and that reference
+    network (1000 classes, as the searched networks)."""
+    rows = reference_rows(PIXEL_NETWORKS)
+    names = [r["name"] for r in rows]
+    specs = [parse_arch(r["arch"]) for r in rows]
+    ratios = [float(r["pixel1_ms"]) / float(r["mobilenet_v2_ms_same_source"]) for r in rows]
+    refs = [mobilenet_v2(1.0, 224, num_classes=s.num_classes) for s in specs]
+    return names, specs, ratios, refs
+
+
+def pixel_fit_data(tile, columns=None) -> FitData:
+    """Absolute rows (TF-slim table) and ratio rows (searched networks) of the ``pixel`` fit, with
+    the op-model features for ``tile`` (or ``columns(specs)`` for another feature matrix)."""
+    specs, latencies = pixel_reference_data()
+    _, net_specs, ratios, refs = pixel_network_data()
+    features = columns or (lambda ss: feature_matrix(ss, tile))
+    return FitData(features(specs), np.array(latencies), features(net_specs), features(refs), np.array(ratios))
+
+
+def madds_rule_errors() -> np.ndarray:
+    """Leave-one-out signed errors of "latency proportional to MAdds" on the ``pixel`` fitting
+    rows (absolute rows: one factor fitted to the others; ratio rows: the MAdds ratio)."""
+    data = pixel_fit_data(None, lambda ss: np.array([[float(count_madds(s))] for s in ss]))
+    return cv_data_errors(data, None, None, balance=True)
+
+
 def mape_pct(predicted: Sequence[float], measured: Sequence[float]) -> float:
     """Mean absolute percentage error: ``100 * mean(|predicted - measured| / measured)``."""
     p, y = np.asarray(predicted, dtype=float), np.asarray(measured, dtype=float)
@@ -77,28 +114,72 @@ def heldout_mape_pct(target: str | os.PathLike[str] | LatencyTarget = "pixel") -
 
 
 def fit_pixel_target(date: str | None = None) -> LatencyTarget:
-    """Fit the ``pixel`` target from the in-repo reference table (deterministic but for ``date``)."""
-    specs, latencies = pixel_reference_data()
-    coef, tile, report = fit_features(specs, latencies, TILES)
-    return LatencyTarget(
-        name="pixel",
+    """Fit the ``pixel`` target from the in-repo reference tables (deterministic but for ``date``)."""
+    specs = pixel_reference_data()[0]
+    names, net_specs, _, _ = pixel_network_data()
+    coef, tile, report = fit_matrices(
+        {t: pixel_fit_data(t) for t in TILE_PAIRS}, active=PIXEL_FEATURES, balance=True
+    )
+    n_abs = report["absolute_rows"]
+    madds = madds_rule_errors()
+    draft = LatencyTarget(name="pixel", coefficients=tuple(float(c) for c in coef), tile=tile[0], tile_n=tile[1], provenance={})
+    held_specs, held_ms = pixel_heldout_data()
+    held_pred = [draft.op_model_ms(s) for s in held_specs]
+    relative = np.array([count_madds(s) / y for s, y in zip(*pixel_reference_data())])
+    madds_factor = float(relative.sum() / (relative * relative).sum())  # least relative squares
+    held_madds = [madds_factor * count_madds(s) for s in held_specs]
+    fit = {
+        **report,
+        "metric": (
+            "leave-one-out absolute percentage error (ratio rows: error of the predicted ratio to MobileNetV2 "
+            "1.0@224), nested over the tile choice"
+        ),
+        "cv_rows": _row_labels(),
+        "heldout_rows": len(held_specs),
+        "heldout_mape_pct": round(mape_pct(held_pred, held_ms), 3),
+        "heldout_max_ape_pct": round(float(100 * np.max(np.abs(np.array(held_pred) / held_ms - 1))), 3),
+        "madds_rule": {
+            "what": "latency proportional to MAdds, on the same rows (leave-one-out; ratio rows: the MAdds ratio)",
+            "cv_mape_pct_absolute_rows": round(float(100 * np.mean(np.abs(madds[:n_abs]))), 3),
+            "cv_mape_pct_ratio_rows": round(float(100 * np.mean(np.abs(madds[n_abs:]))), 3),
+            "cv_errors_pct": [round(float(100 * e), 2) for e in madds],
+            "heldout_mape_pct": round(mape_pct(held_madds, held_ms), 3),
+        },
+    }
+    return draft.renamed(
+        "pixel",
         description=(
             "Float TF-Lite on the big core of a Google Pixel 1, the device of the MobileNetV2 tables. "
-            "Per-op model fitted to the published MobileNetV2 width/resolution latencies."
+            "Per-op model fitted to the published MobileNetV2 width/resolution latencies and to searched "
+            "networks with 3x3/5x5/7x7 kernels and expansion 3/6 (as ratios to MobileNetV2 of their own source)."
         ),
-        coefficients=tuple(float(c) for c in coef),
-        tile=tile,
         provenance={
             "device": "Google Pixel 1, big core (Snapdragon 821)",
             "runtime": "TF-Lite float32, 1 thread",
-            "measured_by": "tensorflow/models research/slim/nets/mobilenet README (2018)",
-            "fitted_on": f"hw_models/reference/{PIXEL_REFERENCE} ({len(specs)} rows, MobileNetV2 width x resolution)",
+            "measured_by": (
+                "tensorflow/models research/slim/nets/mobilenet README (2018); ProxylessNAS (Cai et al., ICLR 2019) "
+                "paper and README"
+            ),
+            "fitted_on": (
+                f"hw_models/reference/{PIXEL_REFERENCE} ({len(specs)} rows, MobileNetV2 width x resolution, ms) and "
+                f"hw_models/reference/{PIXEL_NETWORKS} ({len(net_specs)} networks: {', '.join(names)}; "
+                "latency ratio to MobileNetV2 1.0@224 of the same source)"
+            ),
+            "features": list(PIXEL_FEATURES),
             "date": date or _dt.date.today().isoformat(),
-            "method": "non-negative least squares on relative error; GEMM tile chosen by leave-one-out among "
-            + str(list(TILES)),
+            "method": (
+                "non-negative least squares on relative error (ratio rows on the relative error of the ratio), "
+                "the two sources weighted equally; features limited to the ones listed; GEMM tiles (K, N) chosen "
+                f"by leave-one-out among {len(TILE_PAIRS)} pairs of {sorted({t for t, _ in TILE_PAIRS})}"
+            ),
         },
-        fit={**report, "metric": "leave-one-out absolute percentage error, nested over the tile choice"},
+        fit=fit,
     )
+
+
+def _row_labels() -> list[str]:
+    labels = [f"mobilenet_v2 {r['width_mult']}@{r['resolution']}" for r in reference_rows(PIXEL_REFERENCE)]
+    return labels + [f"{name} (ratio)" for name in pixel_network_data()[0]]
 
 
 def describe_target(target: LatencyTarget) -> str:

@@ -36,7 +36,7 @@ from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 
 from .measure import RUNTIMES, STATISTICS, cpu_name, runners, summarize, time_interleaved, torch_threads
-from .opmodel import TILES, fit_matrices
+from .opmodel import TILE_PAIRS, fit_matrices
 from .targets import (
     LatencyTarget,
     LookupTable,
@@ -351,12 +351,12 @@ def profile_target(
             f"matches {len(specs)} random networks timed end to end"
         )
     plans = {p.key: p.plan for p in all_parts if p.kind == "blocks"}
-    rows_x: dict[int, list[np.ndarray]] = {t: [] for t in TILES}
+    rows_x: dict[tuple[int, int], list[np.ndarray]] = {t: [] for t in TILE_PAIRS}
     rows_y: list[float] = []
     for kind, table in measured.items():
         for key, ms in table.items():
             if ms > 0:
-                for t in TILES:
+                for t in TILE_PAIRS:
                     rows_x[t].append(part_features(kind, key, t, plans.get(key) if kind == "blocks" else None))
                 rows_y.append(ms)
     if len(rows_y) < 2:
@@ -366,7 +366,12 @@ def profile_target(
     coef, tile, report = fit_matrices({t: np.array(v) for t, v in rows_x.items()}, rows_y)
     lookup = LookupTable(runtime, threads, 1, 0.0, measured, statistic)
     draft = LatencyTarget(
-        name=target_name, coefficients=tuple(float(c) for c in coef), tile=tile, provenance={}, lookup=lookup
+        name=target_name,
+        coefficients=tuple(float(c) for c in coef),
+        tile=tile[0],
+        tile_n=tile[1],
+        provenance={},
+        lookup=lookup,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # parts left out by max_blocks use the fallback

@@ -33,6 +33,7 @@ from .opmodel import (
     FEATURE_DOCS,
     FEATURES,
     FORMULA,
+    Tile,
     block_features,
     classifier_features,
     head_features,
@@ -98,7 +99,7 @@ def spec_part_keys(spec: ArchSpec) -> dict[str, list[tuple]]:
     }
 
 
-def part_features(kind: str, key: tuple, tile: int, plan: BlockPlan | None = None) -> np.ndarray:
+def part_features(kind: str, key: tuple, tile: int | Tile, plan: BlockPlan | None = None) -> np.ndarray:
     """Op-model features of one part given its lookup key (``plan`` for blocks)."""
     if kind == "stem":
         return stem_features(key[0], key[1], key[2], tile)
@@ -158,7 +159,8 @@ def dumps(obj: Any, level: int = 0) -> str:
 @dataclass(frozen=True, eq=False)
 class LatencyTarget:
     """A device/runtime to predict latency for: the op model (``coefficients`` over ``FEATURES``,
-    GEMM ``tile``, overall ``scale``), an optional per-part ``lookup`` table, and provenance."""
+    GEMM tiles ``tile`` (reduction depth) and ``tile_n`` (output channels), overall ``scale``), an
+    optional per-part ``lookup`` table, and provenance."""
 
     name: str
     coefficients: tuple[float, ...]
@@ -169,18 +171,23 @@ class LatencyTarget:
     lookup: LookupTable | None = None
     description: str = ""
     source: str | None = None  # file it was loaded from
+    tile_n: int = 1
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     _warned: set = field(default_factory=set, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    @property
+    def gemm_tile(self) -> Tile:
+        return (self.tile, self.tile_n)
+
     # ---- prediction --------------------------------------------------------------------------
     def op_model_ms(self, spec: ArchSpec) -> float:
         """Latency of ``spec`` from the op model alone (no lookup table)."""
-        f = spec_features(spec, self.tile)
+        f = spec_features(spec, (self.tile, self.tile_n))
         return self.scale * sum(c * v for c, v in zip(self.coefficients, f))
 
     def _part_fallback_ms(self, kind: str, key: tuple, plan: BlockPlan | None = None) -> float:
-        return self.scale * float(np.dot(self.coefficients, part_features(kind, key, self.tile, plan)))
+        return self.scale * float(np.dot(self.coefficients, part_features(kind, key, self.gemm_tile, plan)))
 
     def breakdown(self, spec: ArchSpec) -> list[tuple[str, float, str]]:
         """``(part, ms, source)`` for every part of ``spec``; source is ``"table"`` or ``"model"``.
@@ -262,6 +269,7 @@ class LatencyTarget:
             "model": {
                 "formula": FORMULA,
                 "tile": self.tile,
+                "tile_n": self.tile_n,
                 "scale": self.scale,
                 "coefficients": {f: float(c) for f, c in zip(FEATURES, self.coefficients)},
                 "features": dict(FEATURE_DOCS),
@@ -286,6 +294,7 @@ class LatencyTarget:
             "name": name,
             "coefficients": self.coefficients,
             "tile": self.tile,
+            "tile_n": self.tile_n,
             "provenance": self.provenance,
             "fit": self.fit,
             "scale": self.scale,
@@ -320,6 +329,9 @@ class LatencyTarget:
         tile = model.get("tile")
         if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
             raise bad(f"model.tile must be an integer >= 1, but got {tile!r}")
+        tile_n = model.get("tile_n", 1)
+        if isinstance(tile_n, bool) or not isinstance(tile_n, int) or tile_n < 1:
+            raise bad(f"model.tile_n must be an integer >= 1, but got {tile_n!r}")
         scale = _number(model.get("scale", 1.0), "model.scale", bad)
         if scale <= 0:
             raise bad(f"model.scale must be > 0, but got {scale}")
@@ -344,6 +356,7 @@ class LatencyTarget:
             name=name,
             coefficients=tuple(values),
             tile=tile,
+            tile_n=tile_n,
             provenance=provenance,
             fit=fit,
             scale=scale,

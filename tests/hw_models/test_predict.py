@@ -12,7 +12,10 @@ from hypothesis import strategies as st
 from hw_models import count_madds, count_params, fit_pixel_target, load_target, predict_latency_ms
 from hw_models.opmodel import (
     FEATURES,
+    FitData,
     block_features,
+    feature_mask,
+    fit_data,
     classifier_features,
     fit_nnls,
     head_features,
@@ -46,7 +49,7 @@ def test_heldout_rows_are_not_in_the_fitting_data():
 
 
 @pytest.mark.parametrize("name", sorted(SPACES))
-@pytest.mark.parametrize("tile", [1, 16])
+@pytest.mark.parametrize("tile", [1, 16, (16, 32), (4, 8)])
 def test_network_features_are_the_sum_of_its_parts(name, tile, rng):
     for _ in range(5):
         for shortcut in ("bottleneck", "expansion"):
@@ -64,6 +67,37 @@ def test_gemm_macs_equal_conv_madds_without_tiling():
     assert f["gemm_macs"] + f["dw_macs"] + f["fc_weights"] == count_madds(spec)
 
 
+def test_old_target_files_without_output_tiles_or_kernel_features_still_load():
+    data = load_target("pixel").to_dict()
+    for feature in ("dw_macs_k5", "dw_macs_k7"):
+        del data["model"]["coefficients"][feature]
+    del data["model"]["tile_n"]
+    old = LatencyTarget.from_dict(data)
+    assert old.tile_n == 1 and old.coefficients[FEATURES.index("dw_macs_k5")] == 0.0
+
+
+def test_ratio_rows_fit_a_model_known_only_up_to_scale(rng):
+    x = rng.uniform(1, 10, size=(12, 3))
+    truth = np.array([0.5, 0.0, 2.0])
+    ref = rng.uniform(1, 10, size=(4, 3))
+    other = rng.uniform(1, 10, size=(4, 3))
+    data = FitData(x, x @ truth, other, ref, (other @ truth) / (ref @ truth))
+    coef = fit_data(data, balance=True)
+    np.testing.assert_allclose(coef, truth, atol=1e-6)
+    assert np.max(np.abs(data.relative_errors(coef))) < 1e-6
+    # the ratio rows alone pin the relative coefficients down: 2x the true latencies fit them too
+    scaled = FitData(x, 2 * (x @ truth), other, ref, data.ratio)
+    np.testing.assert_allclose(fit_data(scaled, balance=True), 2 * truth, atol=1e-6)
+
+
+def test_a_fit_restricted_to_some_features_leaves_the_others_at_zero(rng):
+    x = rng.uniform(1, 10, size=(20, len(FEATURES)))
+    coef = fit_data(FitData.absolute(x, x.sum(axis=1)), feature_mask(["gemm_macs", "layers"]))
+    assert set(np.flatnonzero(coef)) <= {FEATURES.index("gemm_macs"), FEATURES.index("layers")}
+    with pytest.raises(ValueError, match="unknown feature"):
+        feature_mask(["gemm_flops"])
+
+
 def test_nnls_recovers_non_negative_coefficients(rng):
     x = rng.uniform(1, 10, size=(30, 3))
     y = x @ np.array([0.5, 0.0, 2.0])
@@ -75,10 +109,10 @@ def test_nnls_recovers_non_negative_coefficients(rng):
 def test_shipped_pixel_target_is_the_fit_of_the_reference_table():
     shipped = load_target("pixel")
     fresh = fit_pixel_target(date=shipped.provenance["date"])
-    assert shipped.tile == fresh.tile
+    assert shipped.gemm_tile == fresh.gemm_tile
     np.testing.assert_allclose(shipped.coefficients, fresh.coefficients, rtol=1e-9, atol=0)
     assert shipped.fit == json.loads(json.dumps(fresh.fit))
-    assert shipped.lookup is None and shipped.fit["rows"] == 16
+    assert shipped.lookup is None and shipped.fit["rows"] == 20
     assert all(c >= 0 for c in shipped.coefficients)
 
 
@@ -149,3 +183,35 @@ def test_cli_predicts_and_lists(capsys, tmp_path, monkeypatch):
     assert main(["--write-pixel-target", str(tmp_path / "p.json")]) == 0
     # refitted from the same rows; the solver may differ from the shipped file in the last bit
     assert load_target(tmp_path / "p.json").coefficients == pytest.approx(load_target("pixel").coefficients, rel=1e-9)
+
+
+@pytest.mark.parametrize("tile", [1, (16, 32)])
+def test_features_of_networks_with_7x7_kernels_are_the_sum_of_their_parts(tile):
+    from hw_models.predict import pixel_network_data
+
+    sevens = 0
+    for s in pixel_network_data()[1]:
+        parts = stem_features(s.resolution, s.stem_channels, s.stem_stride, tile)
+        parts = parts + sum(block_features(p, tile) for p in block_plan(s))
+        parts = parts + head_features(s.stages[-1].channels, s.last_channels, final_size(s), tile)
+        parts = parts + classifier_features(s.last_channels, s.num_classes)
+        np.testing.assert_array_equal(parts, spec_features(s, tile))
+        sevens += parts[FEATURES.index("dw_macs_k7")] > 0
+    assert sevens == 3  # all but proxyless_cpu have 7x7 kernels
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), stage=st.integers(0, 6))
+def test_a_larger_kernel_never_predicts_faster(seed, stage):
+    space = get_space("mobilenetv2-imagenet")
+    spec = space.sample(np.random.default_rng(seed))
+    targets = [load_target("pixel"), refit_target()]
+    for target in targets:
+        before = target.op_model_ms(spec)
+        for k in (3, 5, 7, 9):
+            stages = list(spec.stages)
+            stages[stage] = stages[stage].__class__(**{**stages[stage].__dict__, "kernel_size": k})
+            after = target.op_model_ms(spec.replace(stages=tuple(stages)))
+            if k >= spec.stages[stage].kernel_size:
+                assert after >= before * (1 - 1e-12)
+                before = after
