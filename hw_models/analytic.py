@@ -51,25 +51,48 @@ def block_params(p: BlockPlan, include_bn: bool = False) -> int:
 # ---- totals ----------------------------------------------------------------------------------
 def count_madds(spec: ArchSpec) -> int:
     """Multiply-accumulates of one forward pass (batch 1); per block MobileNetV2 eq. (1),
-    h*w*d'*t*(d' + k^2 + d''), with the stride applied after the expansion."""
-    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
-    total = stem_size * stem_size * IMAGE_CHANNELS * spec.stem_channels * STEM_KERNEL * STEM_KERNEL
-    for p in block_plan(spec):
-        total += block_madds(p)
-    size = final_size(spec)
-    total += size * size * spec.stages[-1].channels * spec.last_channels
+    h*w*d'*t*(d' + k^2 + d''), with the stride applied after the expansion.
+
+    Evaluated per stage (every block after a stage's first is the same: ``c -> c``, stride 1),
+    with :func:`search_spaces.arch.block_plan`'s shapes; a test checks it against
+    :func:`block_madds` summed over the plan."""
+    size = -(-spec.resolution // spec.stem_stride)
+    c_in = spec.stem_channels
+    total = size * size * IMAGE_CHANNELS * c_in * STEM_KERNEL * STEM_KERNEL
+    for stage in spec.stages:
+        t, c, taps = stage.expansion, stage.channels, stage.kernel_size * stage.kernel_size
+        out = -(-size // stage.stride)
+        hidden, area = c_in * t, out * out
+        total += area * hidden * (taps + c) + (size * size * c_in * hidden if t != 1 else 0)
+        if stage.repeats > 1:
+            hidden = c * t
+            total += (stage.repeats - 1) * area * hidden * (taps + c + (c if t != 1 else 0))
+        c_in, size = c, out
+    total += size * size * c_in * spec.last_channels
     return total + spec.last_channels * spec.num_classes
 
 
 def count_params(spec: ArchSpec, include_bn: bool = False) -> int:
-    """Parameters; ``include_bn=False`` is the TF-slim table convention (BN folded)."""
+    """Parameters; ``include_bn=False`` is the TF-slim table convention (BN folded). Per block:
+    expansion ``d' * t d'`` (none when t = 1) + depthwise ``t d' * k^2`` + projection
+    ``t d' * d''``, evaluated per stage as :func:`count_madds` is."""
     total = conv_params(IMAGE_CHANNELS, spec.stem_channels, STEM_KERNEL)
     total += conv_params(spec.stages[-1].channels, spec.last_channels)
     total += spec.last_channels * spec.num_classes + spec.num_classes
     if include_bn:
         total += 2 * (spec.stem_channels + spec.last_channels)
-    for p in block_plan(spec):
-        total += block_params(p, include_bn)
+    c_in = spec.stem_channels
+    for stage in spec.stages:
+        t, c, taps = stage.expansion, stage.channels, stage.kernel_size * stage.kernel_size
+        expands = t != 1
+        for block_in, count in ((c_in, 1), (c, stage.repeats - 1)):
+            if count:
+                hidden = block_in * t
+                n = (block_in * hidden if expands else 0) + hidden * (taps + c)
+                if include_bn:
+                    n += 2 * ((hidden if expands else 0) + hidden + c)
+                total += count * n
+        c_in = c
     return total
 
 
@@ -105,6 +128,22 @@ def _materialised_tensors(spec: ArchSpec) -> Iterator[int]:
     yield spec.last_channels * size * size
     yield spec.last_channels
     yield spec.num_classes
+
+
+def _largest_tensor(spec: ArchSpec) -> int:
+    """``max(_materialised_tensors(spec))`` without wide shortcuts, per stage: every block of a
+    stage writes an output of the same size, and the stem is fused into a first block without
+    expansion conv unless that block has a residual."""
+    size = -(-spec.resolution // spec.stem_stride)
+    largest = IMAGE_CHANNELS * spec.resolution * spec.resolution
+    first = spec.stages[0]
+    residual = spec.shortcut == "bottleneck" and first.stride == 1 and spec.stem_channels == first.channels
+    if first.expansion != 1 or residual:
+        largest = max(largest, spec.stem_channels * size * size)
+    for stage in spec.stages:
+        size = -(-size // stage.stride)
+        largest = max(largest, stage.channels * size * size)
+    return max(largest, spec.last_channels * size * size, spec.last_channels, spec.num_classes)
 
 
 def chunk_width(hidden: int, t: int) -> int:
@@ -221,7 +260,7 @@ def peak_memory_bytes(
     if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, int) or bytes_per_element < 1:
         raise ValueError(f"bytes_per_element must be an integer >= 1, but got {bytes_per_element!r}")
     if policy == "bottleneck":
-        elements = max(_materialised_tensors(spec))
+        elements = _largest_tensor(spec) if spec.shortcut != "expansion" else max(_materialised_tensors(spec))
     elif policy == "split":
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"t (number of chunks) must be an integer >= 1, but got {t!r}")

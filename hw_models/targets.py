@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import re
 import threading
@@ -183,8 +184,7 @@ class LatencyTarget:
     # ---- prediction --------------------------------------------------------------------------
     def op_model_ms(self, spec: ArchSpec) -> float:
         """Latency of ``spec`` from the op model alone (no lookup table)."""
-        f = spec_features(spec, (self.tile, self.tile_n))
-        return self.scale * sum(c * v for c, v in zip(self.coefficients, f))
+        return self.scale * sum(map(operator.mul, self.coefficients, spec_features(spec, (self.tile, self.tile_n))))
 
     def _part_fallback_ms(self, kind: str, key: tuple, plan: BlockPlan | None = None) -> float:
         return self.scale * float(np.dot(self.coefficients, part_features(kind, key, self.gemm_tile, plan)))

@@ -5,10 +5,12 @@ from importlib import resources
 
 import pytest
 import torch
+from hypothesis import given, settings
 from torch.utils.flop_counter import FlopCounterMode
 
 from hw_models import count_madds, count_params, layer_table, peak_memory_bytes
 from search_spaces import SPACES, build_model, get_space, mobilenet_v2
+from tests.properties import arch_specs
 
 # columns of a published MobileNetV2 table row that the analytic counts must reproduce
 GOLDEN_COLUMNS = ("width_mult", "resolution", "madds_m", "params_m")
@@ -109,3 +111,21 @@ def test_bad_arguments():
         peak_memory_bytes(mobilenet_v2(), "magic")
     with pytest.raises(ValueError, match="t \\(number of chunks\\)"):
         peak_memory_bytes(mobilenet_v2(), "split", t=0)
+
+
+# ---- the per-stage closed forms equal the per-block rules of block_plan ------------------------
+@settings(max_examples=300, deadline=None)
+@given(arch_specs)
+def test_per_stage_counts_equal_the_sum_over_the_block_plan(spec):
+    from hw_models.analytic import _materialised_tensors, block_madds, block_params
+    from search_spaces.arch import block_plan, conv_out_size, final_size
+
+    stem = conv_out_size(spec.resolution, spec.stem_stride) ** 2 * 3 * spec.stem_channels * 9
+    head = final_size(spec) ** 2 * spec.stages[-1].channels * spec.last_channels
+    classifier = spec.last_channels * spec.num_classes
+    assert count_madds(spec) == stem + head + classifier + sum(block_madds(p) for p in block_plan(spec))
+    for bn in (False, True):
+        fixed = 27 * spec.stem_channels + spec.stages[-1].channels * spec.last_channels + classifier + spec.num_classes
+        fixed += 2 * (spec.stem_channels + spec.last_channels) if bn else 0
+        assert count_params(spec, include_bn=bn) == fixed + sum(block_params(p, bn) for p in block_plan(spec))
+    assert peak_memory_bytes(spec, bytes_per_element=1) == max(_materialised_tensors(spec))

@@ -14,9 +14,9 @@ from hw_models.opmodel import (
     FEATURES,
     FitData,
     block_features,
+    classifier_features,
     feature_mask,
     fit_data,
-    classifier_features,
     fit_nnls,
     head_features,
     loo_relative_errors,
@@ -26,6 +26,7 @@ from hw_models.opmodel import (
 from hw_models.predict import main, pixel_reference_data
 from hw_models.targets import LatencyTarget
 from search_spaces import SPACES, block_plan, final_size, get_space, mobilenet_v2
+from tests.properties import arch_specs
 
 
 def heldout_rows() -> list[dict[str, str]]:
@@ -215,3 +216,13 @@ def test_a_larger_kernel_never_predicts_faster(seed, stage):
             if k >= spec.stages[stage].kernel_size:
                 assert after >= before * (1 - 1e-12)
                 before = after
+
+
+@settings(max_examples=200, deadline=None)
+@given(spec=arch_specs, tile=st.sampled_from([1, (4, 8), (16, 32)]))
+def test_per_stage_features_equal_the_sum_over_the_block_plan(spec, tile):
+    parts = stem_features(spec.resolution, spec.stem_channels, spec.stem_stride, tile)
+    parts = parts + sum(block_features(p, tile) for p in block_plan(spec))
+    parts = parts + head_features(spec.stages[-1].channels, spec.last_channels, final_size(spec), tile)
+    parts = parts + classifier_features(spec.last_channels, spec.num_classes)
+    np.testing.assert_array_equal(parts, spec_features(spec, tile))
