@@ -29,10 +29,21 @@ def batch_costs(space: SearchSpace, codes: np.ndarray, bytes_per_element: int = 
         raise ValueError(f"codes must have shape (n, {len(dims)}) for space {space.name!r}, but got {codes.shape}")
     if codes.size and ((codes < 0).any() or (codes >= space.cardinalities).any()):
         raise ValueError(f"codes hold choice indices outside the space {space.name!r}")
-    cols = {name: np.asarray(choices, dtype=object)[codes[:, j]] for j, (name, choices) in enumerate(dims)}
-    num = {name: v.astype(np.int64) for name, v in cols.items() if name not in ("bottleneck_activation", "shortcut")}
-    bottleneck = cols["shortcut"] == "bottleneck"
-    wide_mode = cols["shortcut"] == "expansion"
+    text = ("bottleneck_activation", "shortcut")
+    num = {
+        name: np.asarray(choices, dtype=np.int64)[codes[:, j]]
+        for j, (name, choices) in enumerate(dims)
+        if name not in text
+    }
+    j_shortcut = [name for name, _ in dims].index("shortcut")
+    shortcut_choices = list(dims[j_shortcut][1])
+    shortcut_code = codes[:, j_shortcut]
+
+    def is_shortcut(kind: str) -> np.ndarray:
+        return shortcut_code == shortcut_choices.index(kind) if kind in shortcut_choices else np.zeros(len(codes), bool)
+
+    bottleneck = is_shortcut("bottleneck")
+    wide_mode = is_shortcut("expansion")
 
     n = codes.shape[0]
     res = num["resolution"]
