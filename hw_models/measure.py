@@ -1,4 +1,4 @@
-"""Measured latency on this machine: PyTorch eager or ONNX Runtime, pinned threads, robust statistics.
+"""Measured latency on this machine: PyTorch eager, ONNX Runtime or LiteRT, pinned threads, robust statistics.
 
 Each of ``repeats`` samples times ``number`` back-to-back calls (``number`` is chosen so a sample
 lasts about ``sample_ms``: long enough for the timer's resolution, short enough that on a shared
@@ -31,7 +31,7 @@ from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.builder import InvertedResidualNet, build_model
 from search_spaces.export import INPUT_NAME, export_onnx
 
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "litert")
 DEFAULT_WARMUP = 10
 DEFAULT_REPEATS = 100
 DEFAULT_SAMPLE_MS = 0.5
@@ -223,16 +223,49 @@ def _resolve(spec_or_model: ArchLike | nn.Module, batch_size: int, input_shape: 
     return model, tuple(int(d) for d in input_shape)
 
 
+def litert_callables(
+    items: Sequence[tuple[nn.Module, tuple[int, ...]]],
+    inputs: Sequence[torch.Tensor],
+    threads: int,
+    folder: str | Path,
+    progress: bool = False,
+) -> list[Callable[[], Any]]:
+    """Convert the modules to ``.tflite`` in ``folder`` (as the signatures of a few shared files:
+    one conversion per module is the slow part) and return a call of each on its input, through
+    the LiteRT interpreter with ``threads`` threads (XNNPACK)."""
+    from tqdm import tqdm
+
+    from .litert import SIGNATURES_PER_FILE, TFLiteModel, convert
+
+    fns: list[Callable[[], Any]] = []
+    chunks = [list(range(i, min(i + SIGNATURES_PER_FILE, len(items)))) for i in range(0, len(items), SIGNATURES_PER_FILE)]
+    with tqdm(total=len(items), desc="converting to LiteRT", disable=None if progress else True) as bar:
+        for c, chunk in enumerate(chunks):
+            names = [f"m{i}" for i in chunk]
+            path = convert([(n, items[i][0], items[i][1]) for n, i in zip(names, chunk)], Path(folder) / f"c{c}.tflite")
+            for n, i in zip(names, chunk):
+                model = TFLiteModel(path, threads, None if len(chunk) == 1 else n)
+                model.bind(inputs[i].numpy())
+                fns.append(model.invoke)
+            bar.update(len(chunk))
+    return fns
+
+
 @contextlib.contextmanager
 def runners(
-    items: Sequence[tuple[nn.Module, tuple[int, ...]]], runtime: str, threads: int, seed: int = 0
+    items: Sequence[tuple[nn.Module, tuple[int, ...]]], runtime: str, threads: int, seed: int = 0, progress: bool = False
 ) -> Iterator[list[Callable[[], Any]]]:
     """Zero-argument callables that run each ``(module, input_shape)`` once with ``runtime``:
-    the eval-mode module under ``torch.inference_mode`` with ``threads`` pinned, or an ONNX Runtime
-    session of its ONNX export with ``threads`` intra-op threads. Training modes and torch's thread
+    the eval-mode module under ``torch.inference_mode`` with ``threads`` pinned, an ONNX Runtime
+    session of its ONNX export with ``threads`` intra-op threads, or its LiteRT conversion on the
+    LiteRT interpreter (XNNPACK) with ``threads`` threads. Training modes and torch's thread
     setting are restored on exit."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
+    if runtime == "litert":
+        from .litert import require_litert
+
+        require_litert("runtime 'litert'")
     generator = torch.Generator().manual_seed(seed)
     inputs = [torch.randn(shape, generator=generator) for _, shape in items]
     modes = [m.training for m, _ in items]
@@ -242,6 +275,9 @@ def runners(
         if runtime == "torch":
             with torch_threads(threads), torch.inference_mode():
                 yield [functools.partial(m, x) for (m, _), x in zip(items, inputs)]
+        elif runtime == "litert":
+            with tempfile.TemporaryDirectory(prefix="invres-nas-") as tmp:
+                yield litert_callables(items, inputs, threads, tmp, progress)
         else:
             fns = []
             with tempfile.TemporaryDirectory(prefix="invres-nas-") as tmp:
@@ -257,6 +293,10 @@ def runners(
 def _check_args(runtime: str, batch_size: int, threads: int, warmup: int, repeats: int) -> None:
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
+    if runtime == "litert":
+        from .litert import require_litert
+
+        require_litert("runtime 'litert'")
     _check_int("batch_size", batch_size, 1)
     _check_int("threads", threads, 1)
     _check_int("warmup", warmup, 0)
@@ -279,7 +319,9 @@ def measure_latency_ms(
     """Measured inference latency of one forward pass of ``batch_size`` images on this machine.
 
     ``runtime="torch"`` times the eager module in eval mode under ``torch.inference_mode``;
-    ``"onnxruntime"`` exports it to ONNX (batch norm folded) and times an ONNX Runtime CPU session.
+    ``"onnxruntime"`` exports it to ONNX (batch norm folded) and times an ONNX Runtime CPU session;
+    ``"litert"`` converts it to ``.tflite`` with litert-torch and times the LiteRT interpreter
+    (XNNPACK, ``threads`` threads; needs the ``[litert]`` extra).
     An architecture may be given as anything :func:`predict_latency_ms` accepts (an ``ArchSpec``,
     a compact string, an ``arch.json``/YAML path or a dict).
     Threads are pinned to ``threads`` (torch's previous setting is restored afterwards). A module
@@ -312,7 +354,7 @@ def measure_many(
     machine whose load changes."""
     _check_args(runtime, batch_size, threads, warmup, repeats)
     items = [_resolve(s, batch_size, None) for s in specs]
-    with runners(items, runtime, threads, seed) as fns:
+    with runners(items, runtime, threads, seed, progress) as fns:
         timed = time_interleaved(fns, warmup, repeats, rounds, sample_ms, progress, f"measuring ({runtime})", seed)
     return [LatencyMeasurement.from_samples(s, n, runtime, threads, batch_size) for s, n in timed]
 

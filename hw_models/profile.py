@@ -261,6 +261,10 @@ def measure_in_context(
 def _runtime_version(runtime: str) -> str:
     if runtime == "torch":
         return f"PyTorch {torch.__version__} eager, inference_mode"
+    if runtime == "litert":
+        from .litert import runtime_version
+
+        return runtime_version()
     import onnxruntime
 
     return f"ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider (exported with opset 17)"
@@ -294,6 +298,10 @@ def profile_target(
         raise ValueError(f"statistic must be one of {STATISTICS}, but got {statistic!r}")
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, but got {runtime!r}")
+    if runtime == "litert":
+        from .litert import require_litert
+
+        require_litert("--runtime litert")
     checks = (("threads", threads, 1), ("warmup", warmup, 0), ("repeats", repeats, 3), ("rounds", rounds, 1))
     for label, value, minimum in checks:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -335,9 +343,10 @@ def profile_target(
         generator = torch.Generator().manual_seed(seed)
         items = [part_module(p, generator) for p in parts]
         items += networks
-        # the fixed cost of one session.run: paid once per network, not once per part
-        items.append((nn.Identity(), (1, 1, 1, 1)))
-        with runners(items, runtime, threads, seed) as fns:
+        # the fixed cost of one call (session.run, a LiteRT signature call): paid once per
+        # network, not once per part (LiteRT cannot convert an op-less graph: one ReLU on 1 value)
+        items.append((nn.Identity() if runtime == "onnxruntime" else nn.ReLU(), (1, 1, 1, 1)))
+        with runners(items, runtime, threads, seed, progress) as fns:
             timed = time_interleaved(fns, warmup, repeats, rounds, progress=progress, desc=desc, seed=seed)
         medians = [summarize(s, statistic) for s, _ in timed]
         call_ms = medians[-1]
@@ -345,8 +354,10 @@ def profile_target(
         measured = {k: {} for k in PART_ORDER}
         for part, ms in zip(parts, medians):
             measured[part.kind][part.key] = max(0.0, ms - call_ms)
+        call = "session.run" if runtime == "onnxruntime" else "LiteRT signature call"
         method = (
-            f"every part exported and timed in its own session, minus the cost of an empty session.run "
+            f"every part exported and timed in its own {'session' if runtime == 'onnxruntime' else 'signature'}, "
+            f"minus the cost of an empty {call} "
             f"({call_ms:.4f} ms); scale and per-network overhead fitted so that scale * (sum of parts + overhead) "
             f"matches {len(specs)} random networks timed end to end"
         )

@@ -56,6 +56,7 @@ class SearchConfig:
     data_workers: int = 0
     train_workers: int = 1
     export_onnx: bool = True
+    export_tflite: bool | None = None  # None: when the LiteRT extra is installed
     progress: bool = True
 
     def __post_init__(self) -> None:

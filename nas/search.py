@@ -2,8 +2,8 @@
 
 Trains (or reuses) a weight-sharing supernet on the data, searches the space with Optuna (or Ray
 Tune) for architectures that are accurate and cheap on the target, and writes a run folder:
-config.json, trials.csv, pareto.csv, best/ (arch.json, model.pt, model.onnx), report.md,
-pareto.png.
+config.json, trials.csv, pareto.csv, best/ (arch.json, model.pt, model.onnx, and model.tflite with
+the [litert] extra), report.md, pareto.png.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hw_models.litert import litert_available
 from hw_models.measure import torch_threads
 from invres_utils.atomic_files import atomic_write_bytes
 from invres_utils.cli import OneLineParser
@@ -269,6 +270,12 @@ def export_best(run_dir: Path, best: pd.Series, evaluator: CandidateEvaluator, c
     if config.export_onnx:
         export_onnx_checked(model, spec, folder / "model.onnx")
         written.append("best/model.onnx")
+    if config.export_tflite or (config.export_tflite is None and litert_available()):
+        from .export import export_tflite_checked
+
+        check = export_tflite_checked(model, spec, folder / "model.tflite")
+        status(f"best/model.tflite: LiteRT output vs torch max abs diff {check.max_abs_diff:.1e} ({check.seconds:.0f} s)")
+        written.append("best/model.tflite")
     return written
 
 
@@ -326,7 +333,7 @@ def write_outputs(
 def usage_lines(run_dir: Path, supernet: str | Path) -> list[str]:
     """How to use a finished run: exports, retraining, searching again with its supernet, Python."""
     return [
-        f"python -m nas.export {run_dir} --format onnx          # or json, yaml, torchscript",
+        f"python -m nas.export {run_dir} --format onnx          # or json, yaml, torchscript, tflite",
         f"python -m nas.train --arch {run_dir}/best/arch.json   # retrain from scratch (--init supernet to fine-tune)",
         f"python -m nas.search --supernet {supernet} --objectives accuracy,latency_ms,peak_memory_bytes   # search again, no supernet training",
         f"python -c \"from search_spaces import ArchSpec, build_model; m = build_model(ArchSpec.from_json('{run_dir}/best/arch.json'))\"",
@@ -504,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-parallel supernet training processes (default 1)",
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
+    p.add_argument(
+        "--tflite",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="write best/model.tflite (checked on LiteRT): auto = when the [litert] extra is installed",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -537,6 +550,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "data_workers": args.data_workers,
         "train_workers": args.train_workers,
         "export_onnx": not args.no_onnx,
+        "export_tflite": {"auto": None, "yes": True, "no": False}[args.tflite],
         "progress": not args.no_progress,
     }
     if args.resume:
