@@ -1,6 +1,10 @@
 """``python -m hw_models.calibrate measurements.csv --name myphone``: a latency target for your device.
 
-Reads a CSV of architectures you measured on your device and their latencies, one per row:
+The measurements are a calibration kit folder (``python -m hw_models.calibration_kit``: its
+``manifest.csv`` and the TFLite ``benchmark_model`` logs in its ``logs/``; each log's
+"Inference timings in us: ... Inference (avg): N" line is the network's latency, matched to the
+manifest by the log's ``Graph: [...]`` file name or the log's own name), a ``benchmark_model`` log
+file with ``--manifest``, or a CSV of architectures you measured and their latencies, one per row:
 ``arch,latency_ms`` (a header row naming the columns ``arch`` and ``latency_ms`` is optional;
 ``arch`` is a compact architecture string or a path to an ``arch.json``, relative paths are
 resolved next to the CSV; extra columns are ignored; lines starting with ``#`` are comments).
@@ -16,6 +20,7 @@ import csv
 import datetime as _dt
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +106,119 @@ def read_measurements(path: str | os.PathLike[str]) -> Measurements:
         latencies.append(latency)
         lines.append(line)
     return Measurements(tuple(specs), tuple(latencies), tuple(lines), tuple(problems))
+
+
+# TFLite's benchmark_model (tensorflow/lite/tools/benchmark/benchmark_model.cc) ends a run with
+#   Inference timings in us: Init: 5579, First inference: 1357602, Warmup (avg): 1.3576e+06, Inference (avg): 1.24027e+06
+# (doubles streamed with C++ defaults, so large figures come in exponent form; recent versions
+# prefix "INFO: ", logcat "I tflite  : "), and names the model early on as "Graph: [path]".
+_NUMBER = r"([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+TIMING_LINE = re.compile(
+    rf"Inference timings in us: Init: {_NUMBER}, First inference: {_NUMBER}, "
+    rf"Warmup \(avg\): {_NUMBER}, Inference \(avg\): {_NUMBER}"
+)
+GRAPH_LINE = re.compile(r"Graph: \[([^\]]*)\]")
+LOG_SUFFIXES = (".log", ".txt")
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """One run of ``benchmark_model``: the model it timed (``None`` if the log does not say) and its figures (us)."""
+
+    graph: str | None
+    init_us: float
+    first_us: float
+    warmup_avg_us: float
+    inference_avg_us: float
+
+    @property
+    def latency_ms(self) -> float:
+        return self.inference_avg_us / 1000.0
+
+
+def parse_benchmark_log(text: str) -> list[BenchmarkRun]:
+    """Every run in a ``benchmark_model`` log (several logs may be concatenated): each
+    "Inference timings in us" line, with the ``Graph: [...]`` named before it."""
+    runs, graph = [], None
+    for line in text.splitlines():
+        g = GRAPH_LINE.search(line)
+        if g:
+            graph = g.group(1).strip() or None
+            continue
+        m = TIMING_LINE.search(line)
+        if m:
+            runs.append(BenchmarkRun(graph, *(float(v) for v in m.groups())))
+            graph = None
+    return runs
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def read_kit(source: str | os.PathLike[str], manifest: str | os.PathLike[str] | None = None) -> Measurements:
+    """Measurements from benchmark_model logs: ``source`` is a kit folder (``manifest.csv`` plus
+    ``logs/*.log``, or logs in the folder itself) or one log file (``manifest`` needed). A network
+    timed several times gets the median of its runs; networks without a timing and logs of files
+    not in the manifest are listed in ``problems``."""
+    from .calibration_kit import LOGS, MANIFEST
+
+    source = Path(source)
+    if source.is_dir():
+        manifest_path = Path(manifest) if manifest else source / MANIFEST
+        log_dir = source / LOGS if (source / LOGS).is_dir() else source
+        logs = sorted(p for p in log_dir.iterdir() if p.suffix in LOG_SUFFIXES and p.is_file())
+    else:
+        if manifest is None:
+            raise ValueError(f"{source} is a benchmark_model log: pass --manifest (the kit's {MANIFEST})")
+        manifest_path, logs = Path(manifest), [source]
+    if not manifest_path.is_file():
+        raise ValueError(f"{manifest_path} does not exist; a kit folder holds the {MANIFEST} of hw_models.calibration_kit")
+    rows = list(csv.DictReader(_read_text(manifest_path, "manifest").splitlines()))
+    if not rows or not {"file", "arch"} <= set(rows[0]):
+        raise ValueError(f"{manifest_path} must be a CSV with 'file' and 'arch' columns (a calibration kit manifest)")
+    by_name = {Path(r["file"]).name: (i, r) for i, r in enumerate(rows, start=2)}
+    if not logs:
+        raise ValueError(f"no benchmark_model logs (*.log, *.txt) in {source}; run the kit's run_on_phone.sh first")
+    timings: dict[str, list[float]] = {}
+    problems: list[str] = []
+    for log in logs:
+        runs = parse_benchmark_log(_read_text(log, "log"))
+        if not runs:
+            problems.append(f"{log.name}: no 'Inference timings in us' line (did benchmark_model fail?)")
+        for run in runs:
+            name = Path(run.graph).name if run.graph else f"{log.stem}.tflite"
+            if name not in by_name:
+                problems.append(f"{log.name}: {name} is not in {manifest_path.name}")
+            elif not run.inference_avg_us > 0:
+                problems.append(f"{log.name}: non-positive inference time {run.inference_avg_us} us")
+            else:
+                timings.setdefault(name, []).append(run.latency_ms)
+    specs, latencies, lines = [], [], []
+    for name, (line, row) in by_name.items():
+        if name not in timings:
+            problems.append(f"manifest line {line}: no timing for {name}")
+            continue
+        try:
+            spec = parse_arch(row["arch"])
+        except ValueError as e:
+            problems.append(f"manifest line {line}: cannot parse architecture {row['arch']!r}: {e}")
+            continue
+        specs.append(spec)
+        latencies.append(float(np.median(timings[name])))
+        lines.append(line)
+    return Measurements(tuple(specs), tuple(latencies), tuple(lines), tuple(problems))
+
+
+def read_any(source: str | os.PathLike[str], manifest: str | os.PathLike[str] | None = None) -> Measurements:
+    """A kit folder or a benchmark_model log (:func:`read_kit`), else a measurements CSV."""
+    path = Path(source)
+    if path.is_dir() or path.suffix in LOG_SUFFIXES:
+        return read_kit(path, manifest)
+    return read_measurements(path)
 
 
 def _scale_fit(base: np.ndarray, y: np.ndarray) -> float:
@@ -191,7 +309,11 @@ def calibrate_target(
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m hw_models.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("measurements", help="CSV of arch,latency_ms rows measured on your device")
+    parser.add_argument(
+        "measurements",
+        help="a calibration kit folder (manifest.csv + benchmark_model logs), a benchmark_model log, or a CSV of arch,latency_ms rows",
+    )
+    parser.add_argument("--manifest", default=None, help="the kit's manifest.csv, when MEASUREMENTS is a log file")
     parser.add_argument("--name", required=True, help="name to save the target under (then use --target NAME)")
     parser.add_argument("--base", default="pixel", help="target whose model is calibrated (name or path)")
     parser.add_argument("--mode", default="auto", choices=MODES)
@@ -211,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         out = Path(args.out) if args.out else user_target_dir() / f"{args.name}.json"
         check_writable_file(out)
-        data = read_measurements(args.measurements)
+        data = read_any(args.measurements, args.manifest)
         for problem in data.problems:
             print(f"warning: skipped {problem}", file=sys.stderr)
         if len(data.specs) < MIN_ROWS:
@@ -220,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"calibration needs at least {MIN_ROWS}"
             )
         provenance: dict[str, Any] = {"measurements": os.path.abspath(args.measurements), "rows": len(data.specs)}
+        if Path(args.measurements).is_dir() or Path(args.measurements).suffix in LOG_SUFFIXES:
+            provenance["runtime"] = "TFLite benchmark_model on the device (Inference (avg) of each log)"
         if args.device:
             provenance["device"] = args.device
         if args.runtime:

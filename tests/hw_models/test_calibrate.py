@@ -111,3 +111,126 @@ def test_cli_errors(tmp_path, rng, capsys):
     path.write_text("arch,latency_ms\n" + "\n".join(f"{get_space('proxy-digits').sample(rng)},1.0" for _ in range(3)))
     assert main([str(path), "--name", "x", "--base", "nowhere"]) == 2
     assert "unknown latency target 'nowhere'" in capsys.readouterr().err
+
+
+# ---- TFLite benchmark_model logs (the calibration kit's output) ------------------------------
+def benchmark_log(graph: str | None, avg_us: float, prefix: str = "INFO: ") -> str:
+    """A log in the format of TFLite's benchmark_model (tensorflow/lite/tools/benchmark): the
+    parameter echo naming the graph, the stats lines, and the summary line with C++ default
+    double formatting (6 significant digits, exponent form from 1e6)."""
+    lines = [
+        f"{prefix}STARTING!",
+        f"{prefix}Log parameter values verbosely: [0]",
+        f"{prefix}Num threads: [1]",
+    ]
+    if graph is not None:
+        lines.append(f"{prefix}Graph: [{graph}]")
+    lines += [
+        f"{prefix}Loaded model {graph}",
+        f"{prefix}The input model file size (MB): 13.9788",
+        f"{prefix}Initialized session in 5.579ms.",
+        f"{prefix}Running benchmark for at least 10 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.",
+        f"{prefix}count=10 first={avg_us * 1.2:.0f} curr={avg_us:.0f} min={avg_us * 0.98:.0f} max={avg_us * 1.2:.0f} avg={avg_us:.6g} std=2565",
+        "",
+        f"{prefix}Running benchmark for at least 100 iterations and at least 1 seconds but terminate if exceeding 150 seconds.",
+        f"{prefix}count=100 first={avg_us:.0f} curr={avg_us:.0f} min={avg_us * 0.98:.0f} max={avg_us * 1.05:.0f} "
+        f"avg={avg_us:.6g} std=2565 p5={avg_us * 0.98:.0f} median={avg_us:.0f} p95={avg_us * 1.04:.0f}",
+        "",
+        f"{prefix}Inference timings in us: Init: 5579, First inference: {avg_us * 1.2:.0f}, "
+        f"Warmup (avg): {avg_us * 1.1:.6g}, Inference (avg): {avg_us:.6g}",
+        f"{prefix}Note: as the benchmark tool itself affects memory footprint, the following is only APPROXIMATE "
+        "to the actual memory footprint of the model at runtime. Take the information at your discretion.",
+        f"{prefix}Memory footprint delta from the start of the tool (MB): init=6.36328 overall=109.832",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_kit_folder(tmp_path, specs, latencies_ms, logs_in_subfolder=True):
+    from hw_models.calibration_kit import MANIFEST_COLUMNS
+
+    kit = tmp_path / "kit"
+    logs = kit / "logs" if logs_in_subfolder else kit
+    logs.mkdir(parents=True)
+    rows = [",".join(MANIFEST_COLUMNS)]
+    for i, (s, ms) in enumerate(zip(specs, latencies_ms)):
+        rows.append(f"nets/net_{i:03d}.tflite,{s},0,0,0")
+        (logs / f"net_{i:03d}.log").write_text(
+            benchmark_log(f"/data/local/tmp/invres-kit/net_{i:03d}.tflite", ms * 1000, prefix="INFO: " if i % 2 else "")
+        )
+    (kit / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return kit
+
+
+def test_parse_benchmark_log_reads_every_run_and_its_graph():
+    from hw_models.calibrate import parse_benchmark_log
+
+    text = benchmark_log("/data/local/tmp/a.tflite", 1240270.0) + benchmark_log(None, 7654.32, prefix="I tflite  : ")
+    runs = parse_benchmark_log(text)
+    assert [r.graph for r in runs] == ["/data/local/tmp/a.tflite", None]
+    assert runs[0].inference_avg_us == pytest.approx(1.24027e6) and runs[0].latency_ms == pytest.approx(1240.27)
+    assert runs[0].init_us == 5579 and runs[0].warmup_avg_us == pytest.approx(1.1 * 1240270, rel=1e-5)
+    assert runs[1].latency_ms == pytest.approx(7.65432)
+    assert "e+06" in text  # the exponent form benchmark_model prints for large averages
+    assert parse_benchmark_log("INFO: count=3 first=1 curr=1\nsegmentation fault\n") == []
+
+
+def test_calibrate_from_a_kit_folder_of_benchmark_logs(tmp_path, rng, capsys, user_dir):
+    from hw_models.calibrate import read_kit
+
+    space = get_space("mobilenetv2-imagenet")
+    specs = [space.sample(rng) for _ in range(10)]
+    latencies = [device_latency(s) * (1 + e) for s, e in zip(specs, rng.normal(0, 0.01, 10))]
+    kit = write_kit_folder(tmp_path, specs, latencies)
+    data = read_kit(kit)
+    assert data.specs == tuple(specs) and not data.problems
+    np.testing.assert_allclose(data.latencies_ms, latencies, rtol=1e-5)
+    assert main([str(kit), "--name", "kitphone", "--mode", "scale"]) == 0
+    out = capsys.readouterr().out
+    assert "leave-one-out MAPE" in out and "kitphone" in out
+    target = load_target("kitphone")
+    assert target.fit["scale_on_base"] == pytest.approx(1.3, rel=0.02)
+    assert "benchmark_model" in target.provenance["runtime"]
+    # one concatenated log file with the manifest works too
+    joined = tmp_path / "all.log"
+    joined.write_text("".join(p.read_text() for p in sorted((kit / "logs").glob("*.log"))))
+    assert read_kit(joined, kit / "manifest.csv").specs == tuple(specs)
+
+
+def test_kit_problems_are_reported_not_fatal(tmp_path, rng, capsys):
+    from hw_models.calibrate import read_kit
+
+    space = get_space("mobilenetv2-imagenet")
+    specs = [space.sample(rng) for _ in range(5)]
+    kit = write_kit_folder(tmp_path, specs, [device_latency(s) for s in specs], logs_in_subfolder=False)
+    (kit / "net_001.log").write_text("ERROR: Failed to load model\n")
+    (kit / "stray.log").write_text(benchmark_log("/data/local/tmp/other.tflite", 1000.0))
+    data = read_kit(kit)
+    assert len(data.specs) == 4
+    text = " | ".join(data.problems)
+    assert "net_001.log: no 'Inference timings in us' line" in text
+    assert "other.tflite is not in manifest.csv" in text and "no timing for net_001.tflite" in text
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda kit: (kit / "manifest.csv").unlink(), "manifest.csv does not exist"),
+        (lambda kit: [p.unlink() for p in (kit / "logs").glob("*.log")], "no benchmark_model logs"),
+        (lambda kit: (kit / "manifest.csv").write_text("a,b\n1,2\n"), "'file' and 'arch' columns"),
+    ],
+)
+def test_bad_kit_folders_are_one_line_errors(tmp_path, rng, capsys, make, message):
+    space = get_space("mobilenetv2-imagenet")
+    specs = [space.sample(rng) for _ in range(4)]
+    kit = write_kit_folder(tmp_path, specs, [device_latency(s) for s in specs])
+    make(kit)
+    assert main([str(kit), "--name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_log_file_needs_its_manifest(tmp_path, capsys):
+    log = tmp_path / "run.log"
+    log.write_text(benchmark_log("/data/local/tmp/net_000.tflite", 1000.0))
+    assert main([str(log), "--name", "x"]) == 2
+    assert "--manifest" in capsys.readouterr().err
