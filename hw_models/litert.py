@@ -292,8 +292,13 @@ def export_checked(
             diff = float(np.abs(got - expected).max())
             tolerance = FLOAT_TOLERANCE * max(1.0, scale)
         if got.shape != expected.shape or not diff <= tolerance:
+            what = "the int8 file's output differs from the quantized torch graph" if quantize == "int8" else (
+                "LiteRT output differs from torch"
+            )
+            hint = " (int8 conversion is not reliable for this network with this litert-torch; export float32)"
             raise RuntimeError(
-                f"LiteRT output differs from torch by {diff:.2e} (> {tolerance:.2e}); the .tflite was not written"
+                f"{what} by {diff:.2e} (> {tolerance:.2e}); the .tflite was not written"
+                + (hint if quantize == "int8" else "")
             )
         size = file.stat().st_size
         file.replace(path)
