@@ -1,8 +1,9 @@
 """Latency cost model benchmark: ``python -m benchmarks.latency`` (from the repository root).
 
 Prints in one run:
-1. ``pixel``: leave-one-out MAPE over the 16 fitting rows, MAPE on the 6 held-out published rows,
-   and the same two figures for "latency proportional to MAdds";
+1. ``pixel``: nested leave-one-out error over the 16 TF-slim rows and the 4 searched networks'
+   latency ratios, MAPE on the 6 held-out published rows, and the same figures for "latency
+   proportional to MAdds";
 2. ``host``: predicted vs measured end-to-end latency of random architectures of the target's
    search space (same runtime and threads as the target was profiled with): MAPE and the share
    within +-10% (nn-Meter's metric);
@@ -19,14 +20,13 @@ import warnings
 
 import numpy as np
 
-from hw_models import count_madds, load_target, measure_many, predict_latency_ms
-from hw_models.opmodel import fit_nnls
+from hw_models import load_target, measure_many, predict_latency_ms
+from hw_models.opmodel import FEATURES
 from hw_models.predict import (
     PIXEL_HELDOUT,
     heldout_mape_pct,
-    mape_pct,
     pixel_heldout_data,
-    pixel_reference_data,
+    pixel_network_data,
     reference_rows,
 )
 from search_spaces import block_plan, get_space
@@ -42,36 +42,42 @@ MIN_ARCHS = 30  # nn-Meter reports its within +-10% accuracy on at least this ma
 
 def pixel_section() -> None:
     target = load_target("pixel")
-    specs, latencies = pixel_reference_data()
+    fit = target.fit
     held_specs, held_ms = pixel_heldout_data()
     print("== pixel (TF-Lite float, Pixel 1 big core) ==")
-    print(f"fitted on {len(specs)} rows; tile {target.tile}; coefficients:")
-    for name, value in zip(
-        ("gemm_macs", "gemm_weights", "dw_macs", "dw_input", "fc_weights", "activations", "layers"), target.coefficients
-    ):
-        print(f"  {name:>13s} {value:.4g} ms")
     print(
-        f"leave-one-out MAPE (nested over the tile choice): {target.fit['cv_mape_pct']:.2f}% (max {target.fit['cv_max_ape_pct']:.1f}%)"
+        f"fitted on {fit['absolute_rows']} TF-slim rows (ms) + {fit['ratio_rows']} searched networks "
+        f"(ratio to MobileNetV2 of their source); GEMM tiles (K, N) = {target.gemm_tile}; coefficients:"
     )
+    for name, value in zip(FEATURES, target.coefficients):
+        print(f"  {name:>13s} {value:.4g} ms")
+    madds = fit["madds_rule"]
+    print(
+        f"leave-one-out MAPE (nested over the tile choice): TF-slim rows {fit['cv_mape_pct_absolute_rows']:.2f}%, "
+        f"searched-network ratios {fit['cv_mape_pct_ratio_rows']:.2f}% (max {fit['cv_max_ape_pct_ratio_rows']:.1f}%); "
+        f"latency ~ MAdds: {madds['cv_mape_pct_absolute_rows']:.2f}% and {madds['cv_mape_pct_ratio_rows']:.2f}%"
+    )
+    n_abs = fit["absolute_rows"]
+    names, specs, ratios, refs = pixel_network_data()
+    for name, spec, ratio, ref, loo, rule in zip(
+        names, specs, ratios, refs, fit["cv_errors_pct"][n_abs:], madds["cv_errors_pct"][n_abs:]
+    ):
+        fitted = target.predict(spec) / target.predict(ref)
+        print(
+            f"  {name:>20s} published ratio {ratio:.3f}  fitted {fitted:.3f} ({100 * (fitted / ratio - 1):+5.1f}%)  "
+            f"left out {loo:+5.1f}%  MAdds ratio {rule:+5.1f}%"
+        )
     pred = [predict_latency_ms(s, target) for s in held_specs]
-    print(f"held-out published rows (not fitted): MAPE {heldout_mape_pct(target):.2f}%")
+    print(
+        f"held-out published rows (not fitted): MAPE {heldout_mape_pct(target):.2f}% "
+        f"(latency ~ MAdds: {madds['heldout_mape_pct']:.2f}%)"
+    )
     for r, p, y in zip(reference_rows(PIXEL_HELDOUT), pred, held_ms):
         print(
             f"  {r['width_mult']:>5s}@{r['resolution']:<3s} published {y:6.1f} ms  predicted {p:6.1f} ms  {100 * (p - y) / y:+5.1f}%"
         )
-    # baseline: latency = a * MAdds, fitted the same way (relative least squares)
-    x = np.array([[count_madds(s)] for s in specs], float)
-    y = np.array(latencies)
-    loo = []
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        a = fit_nnls(x[keep], y[keep])
-        loo.append(abs(x[i] @ a - y[i]) / y[i])
-    a = fit_nnls(x, y)
-    base_held = [float(count_madds(s) * a[0]) for s in held_specs]
-    print(
-        f"baseline latency ~ MAdds: leave-one-out MAPE {100 * np.mean(loo):.2f}%, held-out MAPE {mape_pct(base_held, held_ms):.2f}%"
-    )
+    every = [abs(e) for e in fit["cv_errors_pct"]] + [abs(100 * (p / y - 1)) for p, y in zip(pred, held_ms)]
+    print(f"all {len(every)} rows outside the fit (leave-one-out + held out): mean {np.mean(every):.2f}%")
 
 
 def host_section(target_name: str, n: int, seed: int, repeats: int, rounds: int) -> None:

@@ -98,7 +98,7 @@ def write_kit(
     log: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the kit (networks, manifest, phone script) into ``out``; returns the manifest path."""
-    from .litert import convert, require_litert
+    from .litert import convert, require_litert, with_random_statistics
 
     require_litert("the calibration kit")
     space = get_space(space)
@@ -115,7 +115,8 @@ def write_kit(
     rows = []
     for i, spec in enumerate(tqdm(specs, desc="converting networks", disable=None if progress else True)):
         file = f"{NETS}/net_{i:03d}.tflite"
-        convert(build_model(spec).eval(), out / file, (1, 3, spec.resolution, spec.resolution))
+        shape = (1, 3, spec.resolution, spec.resolution)
+        convert(with_random_statistics(build_model(spec), shape, seed + i), out / file, shape)
         rows.append([file, spec.to_string(), count_madds(spec), count_params(spec), round(base_target.predict(spec), 4)])
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -221,6 +221,18 @@ class TFLiteModel:
         return self.runner(**self._bound)
 
 
+def with_random_statistics(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0, batches: int = 3) -> nn.Module:
+    """``model`` (in eval mode) with batch-norm statistics estimated on random images: a freshly
+    initialised network's outputs are ~1e-9, which would make a comparison with torch vacuous;
+    with these statistics they are O(1). For networks exported only to be timed."""
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(batches):
+            model(torch.randn((16, *input_shape[1:]), generator=generator))
+    return model.eval()
+
+
 @dataclass(frozen=True)
 class ExportCheck:
     """What :func:`export_checked` found."""
@@ -328,4 +340,5 @@ __all__ = [
     "quiet_native_output",
     "require_litert",
     "runtime_version",
+    "with_random_statistics",
 ]

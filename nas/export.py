@@ -219,8 +219,15 @@ def export_run(
                 raise ValueError(f"{src.model_path} holds another architecture than {run_dir}")
         else:
             model = build_model(spec).eval()
+            if fmt == "tflite":
+                from hw_models.litert import with_random_statistics
+
+                model = with_random_statistics(model, (1, 3, spec.resolution, spec.resolution))
             if log is not None:
-                log(f"note: no trained weights for {spec}: exporting freshly initialised ones (fine for timing)")
+                log(
+                    f"note: no trained weights for {spec}: exporting freshly initialised ones (fine for timing"
+                    + ("; batch-norm statistics from random images, so the check compares O(1) outputs)" if fmt == "tflite" else ")")
+                )
         target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "tflite":
             calibration = None
