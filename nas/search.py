@@ -372,6 +372,10 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
     from .distributed import check_workers
 
     quiet_optuna_experimental_warnings()
+    if config.export_tflite:
+        from hw_models.litert import require_litert
+
+        require_litert("--tflite yes")
     space = get_space(config.space)
     cost_model = CostModel.create(config.target, config.memory_policy, config.split_t)
     check_feasible(space, cost_model, config.constraints())

