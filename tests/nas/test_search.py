@@ -245,6 +245,7 @@ def test_run_best_folder_has_a_checked_tflite_and_exports_int8(space_file, digit
     )
     assert config.export_tflite is None  # the default: written when the extra is installed
     result = run_search(config)
+    assert "best/model.tflite: LiteRT output vs torch max abs diff" in capsys.readouterr().err
     best = result.run_dir / "best"
     assert (best / "model.tflite").is_file()  # written by the search when the extra is installed
     model, spec = load_model(best / "model.pt")
