@@ -63,21 +63,8 @@ TILE_PAIRS: tuple[Tile, ...] = tuple((k, n) for k in TILES for n in TILES)
 IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
 _N = len(FEATURES)
-_INDEX = {name: i for i, name in enumerate(FEATURES)}
-_GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS = (
-    _INDEX[f]
-    for f in (
-        "gemm_macs",
-        "gemm_weights",
-        "dw_macs",
-        "dw_input",
-        "dw_macs_k5",
-        "dw_macs_k7",
-        "fc_weights",
-        "activations",
-        "layers",
-    )
-)
+# indices into a feature vector, in FEATURES order (tests/hw_models/test_predict.py checks the names)
+_GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS = range(_N)
 
 
 def as_tile(tile: int | Tile) -> Tile:

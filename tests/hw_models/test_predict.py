@@ -226,3 +226,12 @@ def test_per_stage_features_equal_the_sum_over_the_block_plan(spec, tile):
     parts = parts + head_features(spec.stages[-1].channels, spec.last_channels, final_size(spec), tile)
     parts = parts + classifier_features(spec.last_channels, spec.num_classes)
     np.testing.assert_array_equal(parts, spec_features(spec, tile))
+
+
+def test_feature_indices_follow_the_feature_names():
+    from hw_models import opmodel
+
+    names = ["gemm_macs", "gemm_weights", "dw_macs", "dw_input", "dw_macs_k5", "dw_macs_k7", "fc_weights", "activations", "layers"]
+    indices = [opmodel._GEMM_MACS, opmodel._GEMM_WEIGHTS, opmodel._DW_MACS, opmodel._DW_INPUT, opmodel._DW_K5,
+               opmodel._DW_K7, opmodel._FC, opmodel._ACT, opmodel._LAYERS]  # fmt: skip
+    assert [opmodel.FEATURES[i] for i in indices] == names
