@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from hw_models import count_madds, count_params, peak_memory_bytes
+from search_spaces import block_plan
 from tests.properties import space_and_code
 
 STAGE_KNOBS = ("expansion", "channels", "repeats", "kernel")
@@ -38,7 +39,10 @@ def test_costs_are_monotone(space_code, data):
     assert peak_memory_bytes(big) >= peak_memory_bytes(small)
     for t in (1, 2, 4):
         assert peak_memory_bytes(big, "split", t=t) >= peak_memory_bytes(small, "split", t=t)
-    assert peak_memory_bytes(big, "naive") >= peak_memory_bytes(small, "naive")
+    # Layer-by-layer inference keeps a shortcut's input alive; widening a stage can remove a
+    # shortcut (shapes no longer match) and so lower the naive peak legitimately.
+    if [b.residual for b in block_plan(big)] == [b.residual for b in block_plan(small)]:
+        assert peak_memory_bytes(big, "naive") >= peak_memory_bytes(small, "naive")
 
 
 @settings(max_examples=100)
