@@ -18,6 +18,7 @@ OBJECTIVE_DIRECTIONS: dict[str, str] = {
     "peak_memory_bytes": "min",
 }
 DEFAULT_OBJECTIVES: dict[str, str] = {"accuracy": "max", "latency_ms": "min"}
+VERIFY_FILE = "verify.csv"
 
 
 def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
@@ -29,6 +30,20 @@ def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
         return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not a readable trials table ({e})") from None
+
+
+def load_verify(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The run's ``verify.csv`` (written by ``nas.search --verify-top K``) as a DataFrame, one row
+    per verified front member: its objectives, inherited and trained accuracy, epochs, pruned."""
+    path = Path(run_dir) / VERIFY_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"{run_dir} has no {VERIFY_FILE}; verify its front with `python -m nas.search --resume {run_dir} --verify-top K`"
+        )
+    try:
+        return pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable verify table ({e})") from None
 
 
 def _check_objectives(df: pd.DataFrame, objectives: Mapping[str, str]) -> dict[str, str]:

@@ -9,6 +9,7 @@ from typing import Any
 from hw_models import MEMORY_POLICIES
 
 from .analysis import OBJECTIVE_DIRECTIONS
+from .verify import VerifySettings
 
 ENGINES = ("optuna", "ray")
 SAMPLERS = ("nsga2", "tpe", "random")
@@ -58,6 +59,11 @@ class SearchConfig:
     export_onnx: bool = True
     export_tflite: bool | None = None  # None: when the LiteRT extra is installed
     progress: bool = True
+    # --verify-top K: train K front members standalone after the search (0: do not verify)
+    verify_top: int = 0
+    verify_epochs: int = 10
+    verify_from: str = "supernet"
+    verify_pruner: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.objectives, str | list):
@@ -105,12 +111,25 @@ class SearchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, but got {value!r}")
+        if isinstance(self.verify_top, bool) or not isinstance(self.verify_top, int) or self.verify_top < 0:
+            raise ValueError(f"--verify-top must be an integer >= 0 (0: no verification), but got {self.verify_top!r}")
+        self.verify_settings(top=max(1, self.verify_top)).validate()
         if self.supernet_epochs is not None and (not isinstance(self.supernet_epochs, int) or self.supernet_epochs < 1):
             raise ValueError(f"--supernet-epochs must be an integer >= 1, but got {self.supernet_epochs!r}")
 
     @property
     def directions(self) -> dict[str, str]:
         return {o: OBJECTIVE_DIRECTIONS[o] for o in self.objectives}
+
+    def verify_settings(self, top: int | None = None) -> VerifySettings:
+        """The ``--verify-*`` arguments (``top`` overrides ``verify_top``)."""
+        return VerifySettings(
+            top=self.verify_top if top is None else top,
+            epochs=self.verify_epochs,
+            start=self.verify_from,
+            pruner=self.verify_pruner,
+            seed=self.seed,
+        )
 
     def constraints(self) -> dict[str, float]:
         """Metric column -> upper bound in the metric's unit, for the constraints that are set."""

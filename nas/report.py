@@ -72,9 +72,12 @@ def compare_with_baselines(
     )
 
 
-def plot_pareto(trials: pd.DataFrame, baselines: pd.DataFrame, path: Path, title: str) -> None:
+def plot_pareto(
+    trials: pd.DataFrame, baselines: pd.DataFrame, path: Path, title: str, verified: pd.DataFrame | None = None
+) -> None:
     """Accuracy vs latency: every trial, the accuracy/latency front highlighted, the MobileNetV2
-    family as a baseline line."""
+    family as a baseline line, and (after ``--verify-top``) each verified member's trained
+    validation accuracy joined to its inherited one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,8 +100,19 @@ def plot_pareto(trials: pd.DataFrame, baselines: pd.DataFrame, path: Path, title
             g = group.sort_values("latency_ms")
             ax.plot(g["latency_ms"], g["accuracy"], "--", c="#36c", lw=1, marker="s", ms=4)
         ax.plot([], [], "--s", c="#36c", ms=4, label="MobileNetV2 width x resolution family")
+    if verified is not None:
+        trained = verified.dropna(subset=["trained_val_accuracy"])
+        for _, member in trained.iterrows():
+            ax.plot([member["latency_ms"]] * 2, [member["inherited_accuracy"], member["trained_val_accuracy"]],
+                    c="#393", lw=1, alpha=0.7)  # fmt: skip
+        pruned = trained["pruned"].astype(bool)
+        ax.scatter(trained.loc[~pruned, "latency_ms"], trained.loc[~pruned, "trained_val_accuracy"], s=40,
+                   marker="D", c="#393", label="verified: trained standalone (val)", zorder=4)  # fmt: skip
+        if pruned.any():
+            ax.scatter(trained.loc[pruned, "latency_ms"], trained.loc[pruned, "trained_val_accuracy"], s=40,
+                       marker="D", facecolors="none", edgecolors="#393", label="verified: pruned early", zorder=4)  # fmt: skip
     ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("accuracy (supernet, BN recalibrated)")
+    ax.set_ylabel("val accuracy (supernet, BN recalibrated)" if verified is None else "val accuracy")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
@@ -137,6 +151,7 @@ def write_report(
     objectives: Mapping[str, str],
     baselines: pd.DataFrame,
     usage: list[str],
+    extra_sections: list[str] | None = None,
 ) -> str:
     lines = [f"# {title}", "", "## Setup", "", *[f"- {line}" for line in config_lines], ""]
     lines += ["## Trials", "", ", ".join(f"{k}: {v}" for k, v in counts.items()), ""]
@@ -175,6 +190,7 @@ def write_report(
             "```",
             "",
         ]
+    lines += extra_sections or []
     lines += ["## Use it", "", "```bash", *usage, "```", "", "![Pareto front](pareto.png)", ""]
     text = "\n".join(lines)
     from invres_utils.atomic_files import atomic_write_text

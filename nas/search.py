@@ -44,6 +44,7 @@ from .run_dir import (
     timestamp,
 )
 from .study import open_study, quiet_optuna_experimental_warnings, run_worker, trials_table
+from .verify import PRUNERS, VERIFY_FROM, verify_front
 
 DEFAULT_RUNS_ROOT = Path("runs")
 # How to run the exported network so that it needs the peak memory the search optimised for.
@@ -279,13 +280,27 @@ def export_best(run_dir: Path, best: pd.Series, evaluator: CandidateEvaluator, c
     return written
 
 
+@dataclass
+class SearchOutputs:
+    """What the report and the plot are made of (kept so that verification can add to them)."""
+
+    trials: pd.DataFrame
+    front: pd.DataFrame
+    baselines: pd.DataFrame
+    best: pd.Series | None
+    comparison: Any
+    counts: dict[str, int]
+    usage: list[str]
+    config_lines: list[str]
+
+
 def write_outputs(
     run_dir: Path,
     config: SearchConfig,
     space: SearchSpace,
     study: Any,
     evaluator: CandidateEvaluator,
-) -> SearchResult:
+) -> tuple[SearchResult, SearchOutputs]:
     trials = trials_table(study, space, evaluator.cost_model, config.constraints())
     atomic_write_csv(run_dir / "trials.csv", trials)
     objectives = config.directions
@@ -295,21 +310,21 @@ def write_outputs(
     baselines = baseline_table(space, evaluator)
     atomic_write_csv(run_dir / "baselines.csv", baselines)
     best = select_best(front, objectives, config.select)
-    written = ["config.json", "trials.csv", "pareto.csv", "baselines.csv"]
     if best is not None:
-        written += export_best(run_dir, best, evaluator, config)
-    comparison = compare_with_baselines(trials, baselines, objectives)
-    plot_pareto(trials, baselines, run_dir / "pareto.png", f"{space.name} on {config.target}: {len(trials)} trials")
-    written.append("pareto.png")
+        export_best(run_dir, best, evaluator, config)
     states = trials["state"].value_counts().to_dict()
     counts = {"complete": states.get("COMPLETE", 0), "failed": states.get("FAIL", 0)}
     done = trials[trials["state"] == "COMPLETE"]
     counts["infeasible"] = int((~done["feasible"].astype(bool)).sum())
-    usage = usage_lines(run_dir, config.supernet or run_dir / "supernet.pt")
     constraints = config.constraints()
-    write_report(
-        run_dir / "report.md",
-        title=f"Search {run_dir.name}",
+    outputs = SearchOutputs(
+        trials=trials,
+        front=front,
+        baselines=baselines,
+        best=best,
+        comparison=compare_with_baselines(trials, baselines, objectives),
+        counts=counts,
+        usage=usage_lines(run_dir, config.supernet or run_dir / "supernet.pt"),
         config_lines=[
             f"target `{config.target}`, space `{space.name}` ({space.num_architectures():,} architectures), data `{config.data}`",
             f"engine {config.engine}, sampler {config.sampler}, objectives {', '.join(f'{k} ({d})' for k, d in objectives.items())}, seed {config.seed}",
@@ -317,17 +332,42 @@ def write_outputs(
             f"peak memory policy: {config.memory_policy}"
             + (f" (t = {config.split_t})" if config.memory_policy == "split" else ""),
         ],
-        counts=counts,
-        front=front,
-        best=best,
-        comparison=comparison,
-        objectives=objectives,
-        baselines=baselines,
-        usage=usage,
     )
-    written.append("report.md")
-    summary = format_summary(run_dir, front, best, comparison, counts, usage, constraints)
-    return SearchResult(run_dir, trials, front, best, summary)
+    return write_report_files(run_dir, config, space, outputs), outputs
+
+
+def write_report_files(
+    run_dir: Path,
+    config: SearchConfig,
+    space: SearchSpace,
+    outputs: SearchOutputs,
+    verification: Any = None,
+) -> SearchResult:
+    """pareto.png and report.md (with the verified members, once there are any) and the summary."""
+    plot_pareto(
+        outputs.trials, outputs.baselines, run_dir / "pareto.png",
+        f"{space.name} on {config.target}: {len(outputs.trials)} trials",
+        verified=verification.table if verification is not None else None,
+    )  # fmt: skip
+    write_report(
+        run_dir / "report.md",
+        title=f"Search {run_dir.name}",
+        config_lines=outputs.config_lines,
+        counts=outputs.counts,
+        front=outputs.front,
+        best=outputs.best,
+        comparison=outputs.comparison,
+        objectives=config.directions,
+        baselines=outputs.baselines,
+        usage=outputs.usage,
+        extra_sections=verification.report_lines() if verification is not None else [],
+    )
+    summary = format_summary(
+        run_dir, outputs.front, outputs.best, outputs.comparison, outputs.counts, outputs.usage, config.constraints()
+    )
+    if verification is not None:
+        summary += "\n" + "\n".join(verification.summary_lines())
+    return SearchResult(run_dir, outputs.trials, outputs.front, outputs.best, summary)
 
 
 def usage_lines(run_dir: Path, supernet: str | Path) -> list[str]:
@@ -416,7 +456,21 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
             run_ray(config, space, study, run_dir, data_seed)
         status("writing the run folder: trials, front, baselines, best architecture, report")
         with file_lock(run_dir / LOCK_FILE):
-            return write_outputs(run_dir, config, space, study, evaluator)
+            result, outputs = write_outputs(run_dir, config, space, study, evaluator)
+    if not config.verify_top:
+        return result
+    settings = config.verify_settings()
+    status(
+        f"verify: training {settings.top} front members for up to {settings.epochs} epochs "
+        f"(from {settings.start}, pruner {settings.pruner})"
+    )
+    verification = verify_front(
+        result.front, config.directions, settings, storage=study._storage, space=space, data=data,  # noqa: SLF001
+        inherited_model=evaluator.subnets.model, run_dir=run_dir, lock_path=run_dir / LOCK_FILE,
+        progress=config.progress, runtime=runtime, data_workers=config.data_workers,
+    )  # fmt: skip
+    with file_lock(run_dir / LOCK_FILE):
+        return write_report_files(run_dir, config, space, outputs, verification)
 
 
 def check_training(config: SearchConfig, space: SearchSpace, data: Any, runtime: Any) -> None:
@@ -521,6 +575,28 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "yes", "no"),
         help="write best/model.tflite (checked on LiteRT): auto = when the [litert] extra is installed",
     )
+    p.add_argument(
+        "--verify-top",
+        type=int,
+        default=d.verify_top,
+        metavar="K",
+        help="after the search, train K members spread along the Pareto front standalone and compare their "
+        "trained with their inherited accuracy (verify.csv); with --resume RUN, verifies a finished run",
+    )
+    p.add_argument("--verify-epochs", type=int, default=d.verify_epochs, help=f"epochs per verified member (default {d.verify_epochs})")
+    p.add_argument(
+        "--verify-from",
+        default=d.verify_from,
+        choices=VERIFY_FROM,
+        help="supernet: fine-tune the inherited weights (default); scratch: train from random initialisation",
+    )
+    p.add_argument(
+        "--verify-pruner",
+        default=d.verify_pruner,
+        choices=PRUNERS,
+        help="stop hopeless members early on their per-epoch validation accuracy: Optuna's median, "
+        "successive halving (asha) or hyperband pruner (default none)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -556,6 +632,10 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "export_onnx": not args.no_onnx,
         "export_tflite": {"auto": None, "yes": True, "no": False}[args.tflite],
         "progress": not args.no_progress,
+        "verify_top": args.verify_top,
+        "verify_epochs": args.verify_epochs,
+        "verify_from": args.verify_from,
+        "verify_pruner": args.verify_pruner,
     }
     if args.resume:
         saved_path = Path(args.resume) / CONFIG_FILE
