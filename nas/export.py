@@ -105,11 +105,13 @@ def export_torchscript_checked(model: torch.nn.Module, spec: ArchSpec, path: str
 def calibration_images(data: str, resolution: int, seed: int, count: int = CALIBRATION_IMAGES) -> torch.Tensor:
     """``count`` training images of ``data`` at ``resolution`` (seeded), normalised as in training:
     the calibration sample of int8 quantization."""
-    from .data import load_data
+    from .data import eval_loader, load_data
 
-    images = load_data(data, resolution, seed).images["train"]
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    return images[order]
+    dataset = load_data(data, resolution, seed)
+    size = dataset.size("train")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[: min(count, size)]
+    x, _ = next(iter(eval_loader(dataset, "train", len(order), indices=order.tolist())))
+    return dataset.normalise(x)
 
 
 def export_tflite_checked(

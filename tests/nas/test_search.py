@@ -293,3 +293,13 @@ def test_export_an_architecture_string_or_file(finished_run, tmp_path, capsys):
     assert "needs --out" in capsys.readouterr().err
     assert export_main([str(tmp_path / "missing" / "run"), "--format", "json"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_int8_calibration_images_are_normalised_training_images(digits_npz):
+    # the calibration sample of --quantize int8 (the LiteRT conversion itself is tested under -m litert)
+    from nas.export import calibration_images
+
+    x = calibration_images(digits_npz, 12, seed=0, count=16)
+    assert x.shape == (16, 3, 12, 12) and x.dtype == torch.float32
+    assert abs(float(x.mean())) < 0.5 and 0.5 < float(x.std()) < 2.0  # normalised with the training statistics
+    assert torch.equal(x, calibration_images(digits_npz, 12, seed=0, count=16))  # seeded
