@@ -464,11 +464,18 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         f"verify: training {settings.top} front members for up to {settings.epochs} epochs "
         f"(from {settings.start}, pruner {settings.pruner})"
     )
-    verification = verify_front(
-        result.front, config.directions, settings, storage=study._storage, space=space, data=data,  # noqa: SLF001
-        inherited_model=evaluator.subnets.model, run_dir=run_dir, lock_path=run_dir / LOCK_FILE,
+    verify_args = dict(
+        front=result.front, objectives=config.directions, settings=settings, storage=study._storage,  # noqa: SLF001
+        space=space, data=data, inherited_model=evaluator.subnets.model, lock_path=run_dir / LOCK_FILE,
         progress=config.progress, runtime=runtime, data_workers=config.data_workers,
     )  # fmt: skip
+    if config.engine == "ray":
+        from .ray_verify import verify_on_ray
+
+        verification = verify_on_ray(config, run_dir, data_seed, **verify_args)
+    else:
+        with torch_threads(config.threads):
+            verification = verify_front(**verify_args, run_dir=run_dir)
     with file_lock(run_dir / LOCK_FILE):
         return write_report_files(run_dir, config, space, outputs, verification)
 

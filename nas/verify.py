@@ -413,6 +413,7 @@ def verify_front(
     progress: bool = True,
     runtime: Any = None,
     data_workers: int = 0,
+    ray_options: dict[str, Any] | None = None,
 ) -> Verification:
     """Select the members, train those not trained yet (sharing the work with any other worker on
     the same storage), and write ``verify.csv``."""
@@ -421,10 +422,15 @@ def verify_front(
     settings.validate()
     members = spread_members(front, settings.top, objectives)
     study = open_verify_study(storage, settings, members)
-    verify_worker(
-        study, members, space, data, inherited_model, settings, lock_path, progress=progress, runtime=runtime,
-        data_workers=data_workers,
-    )  # fmt: skip
+    if ray_options is not None:  # --engine ray: Ray Tune trials (nas.ray_verify)
+        from .ray_verify import ray_verify_worker
+
+        ray_verify_worker(study, members, space, settings, lock_path=lock_path, **ray_options)
+    else:
+        verify_worker(
+            study, members, space, data, inherited_model, settings, lock_path, progress=progress,
+            runtime=runtime, data_workers=data_workers,
+        )  # fmt: skip
     table = verify_table(study, members, space)
     atomic_write_csv(run_dir / VERIFY_FILE, table)
     return Verification(settings, table)

@@ -217,3 +217,26 @@ def test_bad_verify_arguments(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and message in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_ray_engine_verifies_as_ray_tune_trials(searched_run, tiny_space, digits_npz, tmp_path):
+    """--engine ray: each member is a Ray Tune trial under an ASHA scheduler, mirrored into the
+    verify study, so verify.csv reads the same as with the Optuna engine."""
+    result, config = searched_run
+    ray_config = SearchConfig(
+        space=config.space, data=digits_npz, trials=4, out=str(tmp_path / "ray"), progress=False,
+        engine="ray", ray_workers=2, supernet=str(result.run_dir / "supernet.pt"), export_onnx=False,
+        verify_top=2, verify_epochs=2, verify_pruner="asha",
+    )  # fmt: skip
+    ray_result = run_search(ray_config)
+    table = nas.load_verify(ray_result.run_dir)
+    assert len(table) == 2 and set(table["state"]) <= {"COMPLETE", "PRUNED"}
+    complete = table[table["state"] == "COMPLETE"]
+    assert len(complete) >= 1  # ASHA keeps the best member of a rung
+    assert (complete["epochs_run"] == 2).all() and complete["trained_test_accuracy"].between(0, 1).all()
+    pruned = table[table["state"] == "PRUNED"]
+    assert (pruned["epochs_run"] < 2).all() and pruned["trained_test_accuracy"].isna().all()
+    assert table["trained_val_accuracy"].between(0, 1).all()
+    assert "## Verification" in (ray_result.run_dir / "report.md").read_text()
+    assert (ray_result.run_dir / "ray" / "verify").is_dir()  # trained as Ray Tune trials
