@@ -44,6 +44,7 @@ class SearchConfig:
     select: str = "accuracy"
     out: str | None = None
     storage: str | None = None
+    study_name: str = "invres-nas"
     ray_address: str | None = None
     ray_workers: int = 2
     # torch threads for scoring trials; 1 lets several workers share a machine without
@@ -114,6 +115,8 @@ class SearchConfig:
         if isinstance(self.verify_top, bool) or not isinstance(self.verify_top, int) or self.verify_top < 0:
             raise ValueError(f"--verify-top must be an integer >= 0 (0: no verification), but got {self.verify_top!r}")
         self.verify_settings(top=max(1, self.verify_top)).validate()
+        if not isinstance(self.study_name, str) or not self.study_name.strip():
+            raise ValueError(f"--study-name must be a non-empty name, but got {self.study_name!r}")
         if self.supernet_epochs is not None and (not isinstance(self.supernet_epochs, int) or self.supernet_epochs < 1):
             raise ValueError(f"--supernet-epochs must be an integer >= 1, but got {self.supernet_epochs!r}")
 

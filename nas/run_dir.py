@@ -127,3 +127,10 @@ def worker_is_dead(token: str) -> bool:
     except PermissionError:
         return False
     return start != "?" and _start_time(pid) != start
+
+
+def worker_is_alive_here(token: str | None) -> bool:
+    """True only if ``token`` names a process of this host that still runs."""
+    if not token:
+        return False
+    return token.rsplit(":", 2)[0] == socket.gethostname() and not worker_is_dead(token)

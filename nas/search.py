@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from .run_dir import (
     read_json,
     timestamp,
 )
+from .storage import shown_url
 from .study import open_study, quiet_optuna_experimental_warnings, run_worker, trials_table
 from .verify import PRUNERS, VERIFY_FROM, verify_front
 
@@ -66,6 +68,8 @@ EXECUTORS: dict[str, dict[str, str]] = {
     },
 }
 LOCK_FILE = ".lock"
+# Where the study lives: continuing a run folder with another one would mix two studies.
+STUDY_PLACE = ("storage", "study_name")
 
 
 class UsageError(ValueError):
@@ -89,7 +93,8 @@ def default_run_dir(config: SearchConfig) -> Path:
 
 def prepare_run_dir(config: SearchConfig, space: SearchSpace, argv: list[str] | None) -> Path:
     """Create the run folder, or check that an existing one holds the same search and can be
-    continued. Nothing in an existing folder is touched before the check passes."""
+    continued. Nothing in an existing folder is touched before the check passes; a folder that
+    cannot be created or written is a one-line error, and what was created for it is removed."""
     run_dir = Path(config.out) if config.out else default_run_dir(config)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {run_dir} is a file, not a folder; choose a folder path")
@@ -99,36 +104,40 @@ def prepare_run_dir(config: SearchConfig, space: SearchSpace, argv: list[str] | 
         if not isinstance(saved, dict) or "args" not in saved or "space" not in saved:
             raise UsageError(f"{config_path} is not an invres-nas run config; use another --out")
         previous = saved["args"]
+        current = saved_args(config)
+        defaults = SearchConfig().to_dict()  # for keys that older run folders do not have
         mismatched = [
             key
-            for key in ("target", "data", "seed", "objectives", "memory_policy", "split_t", *CONSTRAINTS)
-            if previous.get(key) != config.to_dict().get(key)
+            for key in ("target", "data", "seed", "objectives", "memory_policy", "split_t", *CONSTRAINTS, *STUDY_PLACE)
+            if previous.get(key, defaults[key]) != current.get(key)
         ]
         if not _same_space(saved["space"], space):
             mismatched.insert(0, "space")
         if mismatched:
             details = ", ".join(
-                f"{k}: {previous.get(k)!r} -> {config.to_dict().get(k)!r}" for k in mismatched if k != "space"
+                f"{k}: {previous.get(k, defaults[k])!r} -> {current.get(k)!r}" for k in mismatched if k != "space"
             )
             raise UsageError(
                 f"{run_dir} holds a search with a different {', '.join(mismatched)}"
                 + (f" ({details})" if details else "")
                 + "; resume it with the same arguments or use a new --out"
             )
-        saved.setdefault("resumed", []).append({"at": now_iso(), "argv": argv, "trials": config.trials})
-        saved["args"] = config.to_dict()
+        saved.setdefault("resumed", []).append({"at": now_iso(), "argv": saved_argv(argv), "trials": config.trials})
+        saved["args"] = current
         atomic_write_json(config_path, saved)
-    else:
-        if run_dir.is_dir() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
-            raise UsageError(
-                f"--out {run_dir} exists and is not a run folder (no {CONFIG_FILE}); choose an empty or new folder"
-            )
+        return run_dir
+    if run_dir.is_dir() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+        raise UsageError(
+            f"--out {run_dir} exists and is not a run folder (no {CONFIG_FILE}); choose an empty or new folder"
+        )
+    created = _first_missing(run_dir)
+    try:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             config_path,
             {
-                "args": config.to_dict(),
-                "argv": argv,
+                "args": saved_args(config),
+                "argv": saved_argv(argv),
                 "space": space.to_dict(),
                 "seed": config.seed,
                 "created": now_iso(),
@@ -136,7 +145,37 @@ def prepare_run_dir(config: SearchConfig, space: SearchSpace, argv: list[str] | 
                 "git_commit": git_commit(),
             },
         )
+    except (OSError, ValueError) as e:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(e, ValueError):  # atomic_write_json: names the file and why
+            raise UsageError(str(e)) from None
+        raise UsageError(
+            f"--out {run_dir}: cannot create the run folder ({e.strerror or e}); choose a writable folder"
+        ) from None
     return run_dir
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what creating it would add)."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def saved_args(config: SearchConfig) -> dict[str, Any]:
+    """The arguments as config.json records them: a storage URL's password is masked."""
+    args = config.to_dict()
+    if config.storage:
+        args["storage"] = shown_url(config.storage)
+    return args
+
+
+def saved_argv(argv: list[str] | None) -> list[str] | None:
+    return None if argv is None else [shown_url(a) if "://" in a else a for a in argv]
 
 
 def _same_space(saved: Any, space: SearchSpace) -> bool:
@@ -430,11 +469,16 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         )
     if supernet is None:
         check_training(config, space, data, runtime)
+    # A database study is opened (and checked) before the run folder exists, so that a storage
+    # that cannot be opened, or holds another search, leaves no run folder behind.
+    study = open_study(config, space, None) if config.storage else None
     run_dir = prepare_run_dir(config, space, argv)
     status(
         f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
+        + (f"; study {config.study_name!r} in {shown_url(config.storage)}" if config.storage else "")
     )
-    study = open_study(config, space, run_dir)
+    if study is None:
+        study = open_study(config, space, run_dir)
     if supernet is None:
         started = time.perf_counter()
         supernet = obtain_supernet(config, space, data, run_dir, runtime)
@@ -548,7 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR with its saved arguments"
     )
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default: journal file in the run folder)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="database URL the study lives in, shared by workers on any machine: postgresql://user@host:5432/db "
+        "(pip install 'invres-nas[postgres]'), mysql+pymysql://... ([mysql]), sqlite:///file.db "
+        "(default: a journal file in the run folder)",
+    )
+    p.add_argument("--study-name", default=d.study_name, help=f"study name in the storage (default {d.study_name})")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (default: local runtime)")
     p.add_argument("--ray-workers", type=int, default=d.ray_workers, help="concurrent Ray trials")
     p.add_argument(
@@ -627,6 +678,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "select": args.select,
         "out": args.out,
         "storage": args.storage,
+        "study_name": args.study_name,
         "ray_address": args.ray_address,
         "ray_workers": args.ray_workers,
         "threads": args.threads,
@@ -655,8 +707,22 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         merged = dict(saved["args"])
         merged.update({k: v for k, v in values.items() if k in given and k != "resume"})
         merged["out"] = str(args.resume)
+        if "storage" not in given and merged.get("storage") and _password_masked(merged["storage"]):
+            raise UsageError(
+                f"{saved_path} records the storage without its password ({merged['storage']}); "
+                "pass --storage with the full URL again (or keep the password in ~/.pgpass or PGPASSWORD)"
+            )
         values = merged
     return SearchConfig.from_dict(values)
+
+
+def _password_masked(url: str) -> bool:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password == "***"
+    except Exception:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -671,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (RayTrialError, WorkerError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # e.g. the disk filled up or the run folder was removed mid-run
+        print(f"error: cannot write {e.filename or 'the run folder'}: {e.strerror or e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: finished trials are saved; re-run the same command to continue", file=sys.stderr)

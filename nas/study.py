@@ -19,9 +19,9 @@ from search_spaces import ArchSpec, SearchSpace, sample_spec
 
 from .config import STUDY_DEFINING, SearchConfig
 from .objectives import METRICS, CostModel, violations
-from .run_dir import file_lock, worker_is_dead, worker_token
+from .run_dir import worker_is_alive_here, worker_is_dead, worker_token
+from .storage import GRACE_SECONDS, HEARTBEAT_SECONDS, Heartbeat, ask_lock, connect_storage, shown_url
 
-STUDY_NAME = "invres-nas"
 JOURNAL_FILE = "study.journal"
 WORKER_ATTR = "worker"
 RETRY_ATTR = "retry_of"
@@ -29,13 +29,20 @@ RETRY_ATTR = "retry_of"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def storage_for(config: SearchConfig, run_dir: Path) -> optuna.storages.BaseStorage | str:
-    """``--storage`` (any Optuna storage URL) or, by default, a journal file in the run folder,
-    which several processes can share safely."""
+def storage_for(
+    config: SearchConfig,
+    run_dir: Path | None,
+    heartbeat_seconds: int = HEARTBEAT_SECONDS,
+    grace_seconds: int = GRACE_SECONDS,
+) -> optuna.storages.BaseStorage:
+    """``--storage`` (a database URL: PostgreSQL, MySQL, SQLite; with heartbeats, so that a dead
+    worker's trials are retried from any machine) or, by default, a journal file in the run
+    folder, which the workers of that folder share. Errors are one-line ``ValueError``s."""
     if config.storage:
-        return config.storage
+        return connect_storage(config.storage, heartbeat_seconds, grace_seconds, on_stale_trial=retry_once)
     from optuna.storages.journal import JournalFileBackend
 
+    assert run_dir is not None, "the journal storage lives in the run folder"
     return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / JOURNAL_FILE)))
 
 
@@ -74,15 +81,25 @@ def study_identity(config: SearchConfig, space: SearchSpace) -> dict[str, Any]:
     return json.loads(json.dumps(identity))  # as the storage gives it back (tuples become lists)
 
 
-def open_study(config: SearchConfig, space: SearchSpace, run_dir: Path) -> optuna.Study:
+def open_study(
+    config: SearchConfig,
+    space: SearchSpace,
+    run_dir: Path | None,
+    storage: optuna.storages.BaseStorage | None = None,
+) -> optuna.Study:
     """Create the study or load it to continue; a study made for another space, target,
-    objectives or constraints is refused."""
+    objectives or constraints is refused. ``storage`` defaults to :func:`storage_for`."""
     sampler = make_sampler(config)
     directions = ["maximize" if d == "max" else "minimize" for d in config.directions.values()]
-    storage = storage_for(config, run_dir)
-    study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
-    )
+    if storage is None:
+        storage = storage_for(config, run_dir)
+    try:
+        study = optuna.create_study(
+            study_name=config.study_name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
+        )
+    except ValueError as e:  # e.g. the study exists with another number of objectives
+        where = shown_url(config.storage) if config.storage else run_dir
+        raise ValueError(f"cannot open study {config.study_name!r} in {where}: {e}") from None
     identity = study_identity(config, space)
     stored = study.user_attrs.get("identity")
     if stored is None:
@@ -93,8 +110,8 @@ def open_study(config: SearchConfig, space: SearchSpace, run_dir: Path) -> optun
     elif stored != identity:
         changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
         raise ValueError(
-            f"the study in {config.storage or run_dir} was made with a different {', '.join(changed)}; "
-            "use a new --out (or --storage) for a different search"
+            f"study {config.study_name!r} in {shown_url(config.storage) if config.storage else run_dir} was made "
+            f"with a different {', '.join(changed)}; use a new --out (or --storage, or --study-name) for a different search"
         )
     return study
 
@@ -107,18 +124,42 @@ def count_states(study: optuna.Study) -> dict[TrialState, int]:
 
 
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
-    """Trials left RUNNING by a process that died (killed, crashed) are marked FAIL and their
-    architecture is queued again, so it is retried once and never counted twice."""
+    """Trials left RUNNING by a process of this machine that died (killed, crashed) are marked
+    FAIL and their architecture is queued again, so it is retried once and never counted twice.
+    (Trials of other machines are failed by their missing heartbeat: :func:`fail_dead_trials`.)"""
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         token = t.user_attrs.get(WORKER_ATTR)
         if token is None or not worker_is_dead(token):
             continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001 (no public API)
+        try:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001 (no public API)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
         failed.append(t.number)
-        if t.params and RETRY_ATTR not in t.user_attrs:
-            study.enqueue_trial(t.params, user_attrs={RETRY_ATTR: t.number}, skip_if_exists=False)
+        retry_once(study, t)
     return failed
+
+
+def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial's architecture again, unless the trial was itself a retry."""
+    if trial.params and RETRY_ATTR not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """Fail (and retry once) the trials of dead workers: processes of this machine that are
+    gone, and, on storages with heartbeats, trials whose heartbeat stopped for the grace period."""
+    fail_orphaned_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # calls retry_once for each (see storage_for)
+
+
+def _awaited_trials(study: optuna.Study) -> int:
+    """RUNNING trials whose worker this process cannot see (another machine, or no token)."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sum(1 for t in running if not worker_is_alive_here(t.user_attrs.get(WORKER_ATTR)))
 
 
 def run_worker(
@@ -133,26 +174,39 @@ def run_worker(
     constraints: dict[str, float] | None = None,
 ) -> int:
     """Run trials until ``n_trials`` have COMPLETEd in the study (counting every worker's).
-    Asking for a trial happens under a file lock, so concurrent workers never overshoot and
-    trial numbers stay unique. Returns the number of trials this worker completed."""
+    Asking for a trial happens under a lock (:func:`~nas.storage.ask_lock`), so concurrent
+    workers never overshoot and trial numbers stay unique. When the only trials left are running
+    in workers this process cannot see (other machines) and the storage keeps heartbeats, it
+    waits for them: they either finish or, their worker dead, are failed and retried here.
+    Returns the number of trials this worker completed."""
     from tqdm.auto import tqdm
 
     done_here = 0
-    with file_lock(lock_path):
+    heartbeat = Heartbeat(study)
+    with ask_lock(study, lock_path):
         start = count_states(study)[TrialState.COMPLETE]
     bar = tqdm(
         total=n_trials, initial=min(start, n_trials), desc="search", unit="trial", disable=None if progress else True
     )
     try:
         while True:
-            with file_lock(lock_path):
-                fail_orphaned_trials(study)
+            trial = None
+            with ask_lock(study, lock_path):
+                fail_dead_trials(study)
                 counts = count_states(study)
                 complete, running = counts[TrialState.COMPLETE], counts[TrialState.RUNNING]
-                if complete + running >= n_trials:
+                if complete >= n_trials:
                     break
-                trial = study.ask()
-                trial.set_user_attr(WORKER_ATTR, worker_token())
+                if complete + running >= n_trials:
+                    if heartbeat.interval is None or _awaited_trials(study) == 0:
+                        break  # the rest runs in live workers of this machine, which finish it
+                else:
+                    trial = study.ask()
+                    trial.set_user_attr(WORKER_ATTR, worker_token())
+                    heartbeat.add(trial._trial_id)  # noqa: SLF001
+            if trial is None:
+                time.sleep(min(heartbeat.interval or 1, 2))
+                continue
             started = time.perf_counter()
             try:
                 spec = sample_spec(trial, space)
@@ -160,6 +214,8 @@ def run_worker(
             except Exception:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
+            finally:
+                heartbeat.discard(trial._trial_id)  # noqa: SLF001
             for name in METRICS:
                 trial.set_user_attr(name, metrics[name])
             trial.set_user_attr("seconds", time.perf_counter() - started)
@@ -172,6 +228,7 @@ def run_worker(
             if on_trial is not None:
                 on_trial()
     finally:
+        heartbeat.stop()
         bar.close()
     return done_here
 
