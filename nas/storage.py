@@ -64,7 +64,7 @@ def connect_storage(
         # an unreachable host fails after this long instead of the operating system's minutes
         engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _schema_lock(url, backend, engine_kwargs):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
             return optuna.storages.RDBStorage(
                 url,
@@ -90,6 +90,37 @@ def connect_storage(
         raise ValueError(f"cannot open --storage {shown}: {_reason(e)}") from None
     except RuntimeError as e:  # Optuna: the tables were made by an incompatible Optuna version
         raise ValueError(f"cannot use --storage {shown}: {_one_line(str(e))}") from None
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Iterator[None]:
+    """Held while Optuna creates or checks its tables: workers started at the same moment on an
+    empty database would otherwise race to create them (and all but one fail on a duplicate
+    key). A server-side lock (PostgreSQL advisory lock, MySQL GET_LOCK) that the server releases
+    if the worker dies; nothing for SQLite, which locks the whole file on write."""
+    if backend not in DRIVER_EXTRAS:
+        yield
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool, **engine_kwargs)
+    if backend == "postgresql":
+        lock = ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)")
+        key: int | str = zlib.crc32(b"invres-nas:optuna-schema")
+    else:
+        lock = ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)")
+        key = "invres-nas:optuna-schema"
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(lock[0]), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text(lock[1]), {"key": key})
+                connection.commit()
+    finally:
+        engine.dispose()
 
 
 def _reason(error: Exception) -> str:

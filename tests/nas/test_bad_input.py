@@ -102,6 +102,13 @@ CASES = [
     ("negative data workers", lambda s, d, r, t: ["--data-workers", "-1"], "--data-workers must be an integer >= 0"),
     ("batch not divisible by the workers", lambda s, d, r, t: ["--train-workers", "3"], "does not split evenly over 3 training workers"),
     ("resume with another precision", lambda s, d, r, t: ["--precision", "bf16", "--out", str(r)], "different precision"),
+    ("storage not a URL", lambda s, d, r, t: ["--storage", "my-study"], "'my-study' is not a database URL"),
+    ("storage unknown scheme", lambda s, d, r, t: ["--storage", "redis://127.0.0.1/0"], "unknown database scheme 'redis'"),
+    ("storage postgres:// scheme", lambda s, d, r, t: ["--storage", "postgres://u@127.0.0.1/db"], "start with postgresql://"),
+    ("storage server refuses", lambda s, d, r, t: ["--storage", "postgresql://u:pw@127.0.0.1:1/db"], "postgresql://u:***@127.0.0.1:1/db"),
+    ("storage sqlite folder missing", lambda s, d, r, t: ["--storage", f"sqlite:///{t}/no/such/dir/x.db"], "unable to open database file"),
+    ("out under a file", lambda s, d, r, t: ["--out", write(t, "plain.txt", "x") + "/run"], "cannot create the run folder"),
+    ("out under /proc", lambda s, d, r, t: ["--out", "/proc/invres-run"], "--out /proc/invres-run"),
 ]
 if not torch.cuda.is_available():
     CASES.append(("cuda without a GPU", lambda s, d, r, t: ["--device", "cuda"], "CUDA is not available"))
@@ -122,6 +129,16 @@ def test_bad_input_is_one_clear_line(build, fragment, space_file, digits_npz, ex
     assert len(err.splitlines()) == 1, err
     assert fragment in err
     assert snapshot(existing_run) == before
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("module, extra", [("psycopg", "postgres"), ("pymysql", "mysql")])
+def test_storage_without_its_driver_names_the_extra(module, extra, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    url = {"postgres": "postgresql://u@127.0.0.1/db", "mysql": "mysql+pymysql://u@127.0.0.1/db"}[extra]
+    assert search_main(["--storage", url, "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"pip install 'invres-nas[{extra}]'" in err, err
     assert not (tmp_path / "run").exists()
 
 
