@@ -28,6 +28,9 @@ GRACE_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 10
 # Database backend -> (pip extra that installs its driver, what the driver is).
 DRIVER_EXTRAS = {"postgresql": ("postgres", "psycopg 3"), "mysql": ("mysql", "PyMySQL")}
+# Optuna warns on every ask that heartbeats are meant for Study.optimize; the ask-and-tell loops
+# of the search beats through Heartbeat below instead (verify trials keep no heartbeat).
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
 URL_EXAMPLES = "postgresql://user@host:5432/dbname, mysql+pymysql://user@host/dbname or sqlite:///path/study.db"
 
 

@@ -201,11 +201,7 @@ def run_worker(
                     if heartbeat.interval is None or _awaited_trials(study) == 0:
                         break  # the rest runs in live workers of this machine, which finish it
                 else:
-                    with warnings.catch_warnings():
-                        # Optuna warns that heartbeats are meant for Study.optimize; we beat
-                        # ourselves (storage.Heartbeat) for the ask-and-tell loop here.
-                        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-                        trial = study.ask()
+                    trial = study.ask()
                     trial.set_user_attr(WORKER_ATTR, worker_token())
                     heartbeat.add(trial._trial_id)  # noqa: SLF001
             if trial is None:

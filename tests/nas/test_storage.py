@@ -211,7 +211,11 @@ def test_wrong_password_and_missing_database_are_one_line_errors(postgres_server
 def test_cli_on_postgres_masks_the_password_and_refuses_a_different_search(database, space_file, digits_npz, tmp_path, capsys):
     args = ["--space", str(space_file), "--data", digits_npz, "--trials", "3", "--supernet-epochs", "1"]
     out = tmp_path / "run"
-    assert search_main([*args, "--storage", database, "--out", str(out), "--no-progress", "--no-onnx"]) == 0
+    verify = ["--verify-top", "1", "--verify-epochs", "1"]  # a second study in the same database
+    assert search_main([*args, *verify, "--storage", database, "--out", str(out), "--no-progress", "--no-onnx"]) == 0
+    names = {s.study_name for s in optuna.get_all_study_summaries(database)}
+    assert "invres-nas" in names and len(names) == 2, names
+    assert (out / "verify.csv").exists()
     saved = (out / "config.json").read_text()
     password = database.split(":")[2].split("@")[0]
     assert password not in saved and "***" in saved
