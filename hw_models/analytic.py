@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal, NamedTuple
 
-from search_spaces.arch import ArchSpec, BlockPlan, block_plan, conv_out_size, final_size
+from search_spaces.arch import (
+    ArchSpec,
+    BlockPlan,
+    block_plan,
+    conv_out_size,
+    final_size,
+    require_mobilenet_v2_ops,
+)
 
 MemoryPolicy = Literal["bottleneck", "split", "naive"]
 MEMORY_POLICIES: tuple[str, ...] = ("bottleneck", "split", "naive")
@@ -30,32 +37,54 @@ def conv_params(in_channels, out_channels, kernel_size=1, groups=1):
     return (in_channels // groups) * out_channels * kernel_size * kernel_size
 
 
+def se_madds(p: BlockPlan) -> int:
+    """Squeeze-excitation MACs as MobileNetV3 counts them: its two 1x1 convs on the pooled
+    vector, ``2 * hidden * squeeze`` (pooling and the channel-wise scale are not MACs of a conv)."""
+    return 2 * p.hidden * p.se_channels
+
+
+def se_params(p: BlockPlan) -> int:
+    """Squeeze-excitation weights and biases: ``hidden * squeeze + squeeze`` (reduce) +
+    ``squeeze * hidden + hidden`` (expand)."""
+    return (2 * p.hidden + 1) * p.se_channels + p.hidden if p.se_channels else 0
+
+
 def block_madds(p: BlockPlan) -> int:
     """MobileNetV2 eq. (1): h*w*d'*t*(d' + k^2 + d''), the stride applied after the expansion;
-    no expansion conv when t = 1."""
-    _, _, c_in, c_out, hidden, _, k, _, s_in, s_out, _, _ = p
+    no expansion conv when t = 1; plus :func:`se_madds` for a block with squeeze-excitation."""
+    c_in, c_out, hidden, k, s_in, s_out = p.in_channels, p.out_channels, p.hidden, p.kernel_size, p.in_size, p.out_size
     expand = s_in * s_in * c_in * hidden if hidden != c_in else 0
-    return expand + s_out * s_out * hidden * (k * k + c_out)
+    return expand + s_out * s_out * hidden * (k * k + c_out) + (se_madds(p) if p.se_channels else 0)
 
 
 def block_params(p: BlockPlan, include_bn: bool = False) -> int:
-    """Expansion, depthwise and projection weights (+ their BN affine parameters)."""
-    _, _, c_in, c_out, hidden, _, k, _, _, _, _, _ = p
+    """Expansion, depthwise and projection weights (+ their BN affine parameters), plus
+    :func:`se_params` for a block with squeeze-excitation."""
+    c_in, c_out, hidden, k = p.in_channels, p.out_channels, p.hidden, p.kernel_size
     has_expand = hidden != c_in
-    n = (c_in * hidden if has_expand else 0) + hidden * (k * k + c_out)
+    n = (c_in * hidden if has_expand else 0) + hidden * (k * k + c_out) + se_params(p)
     if include_bn:
         n += 2 * ((hidden if has_expand else 0) + hidden + c_out)
     return n
 
 
+def head_width(spec: ArchSpec) -> int:
+    """Channels of the 1x1 conv after the last block (before pooling)."""
+    return spec.head_channels if spec.head == "mbv3" else spec.last_channels
+
+
 # ---- totals ----------------------------------------------------------------------------------
 def count_madds(spec: ArchSpec) -> int:
     """Multiply-accumulates of one forward pass (batch 1); per block MobileNetV2 eq. (1),
-    h*w*d'*t*(d' + k^2 + d''), with the stride applied after the expansion.
+    h*w*d'*t*(d' + k^2 + d''), with the stride applied after the expansion (+ the SE convs,
+    :func:`se_madds`); the MobileNetV3 head adds its post-pooling 1x1 conv
+    ``head_channels * last_channels``.
 
-    Evaluated per stage (every block after a stage's first is the same: ``c -> c``, stride 1),
-    with :func:`search_spaces.arch.block_plan`'s shapes; a test checks it against
-    :func:`block_madds` summed over the plan."""
+    A plain spec (``ArchSpec.plain``) is evaluated per stage (every block after a stage's first
+    is the same: ``c -> c``, stride 1), with :func:`search_spaces.arch.block_plan`'s shapes; a
+    test checks it against :func:`block_madds` summed over the plan. Others go block by block."""
+    if not spec.plain:
+        return _count_madds_per_block(spec)
     size = -(-spec.resolution // spec.stem_stride)
     c_in = spec.stem_channels
     total = size * size * IMAGE_CHANNELS * c_in * STEM_KERNEL * STEM_KERNEL
@@ -72,15 +101,34 @@ def count_madds(spec: ArchSpec) -> int:
     return total + spec.last_channels * spec.num_classes
 
 
+def _count_madds_per_block(spec: ArchSpec) -> int:
+    stem_size = conv_out_size(spec.resolution, spec.stem_stride)
+    total = stem_size * stem_size * IMAGE_CHANNELS * spec.stem_channels * STEM_KERNEL * STEM_KERNEL
+    for p in block_plan(spec):
+        total += block_madds(p)
+    size = final_size(spec)
+    width = head_width(spec)
+    total += size * size * spec.stages[-1].channels * width
+    if spec.head == "mbv3":
+        total += width * spec.last_channels
+    return total + spec.last_channels * spec.num_classes
+
+
 def count_params(spec: ArchSpec, include_bn: bool = False) -> int:
     """Parameters; ``include_bn=False`` is the TF-slim table convention (BN folded). Per block:
     expansion ``d' * t d'`` (none when t = 1) + depthwise ``t d' * k^2`` + projection
-    ``t d' * d''``, evaluated per stage as :func:`count_madds` is."""
+    ``t d' * d''`` (+ :func:`se_params`); the MobileNetV3 head's post-pooling conv has a bias and
+    no batch norm. Plain specs are evaluated per stage as :func:`count_madds` is."""
+    width = head_width(spec)
     total = conv_params(IMAGE_CHANNELS, spec.stem_channels, STEM_KERNEL)
-    total += conv_params(spec.stages[-1].channels, spec.last_channels)
+    total += conv_params(spec.stages[-1].channels, width)
+    if spec.head == "mbv3":
+        total += width * spec.last_channels + spec.last_channels
     total += spec.last_channels * spec.num_classes + spec.num_classes
     if include_bn:
-        total += 2 * (spec.stem_channels + spec.last_channels)
+        total += 2 * (spec.stem_channels + width)
+    if not spec.plain:
+        return total + sum(block_params(p, include_bn) for p in block_plan(spec))
     c_in = spec.stem_channels
     for stage in spec.stages:
         t, c, taps = stage.expansion, stage.channels, stage.kernel_size * stage.kernel_size
@@ -107,9 +155,13 @@ def _stem_fused(plans: tuple[BlockPlan, ...]) -> bool:
 
 def _head_live_sets(spec: ArchSpec) -> list[int]:
     size = final_size(spec)
+    width = head_width(spec)
     last_in = spec.stages[-1].channels * size * size
-    head_out = spec.last_channels * size * size
-    return [last_in + head_out, head_out + spec.last_channels, spec.last_channels + spec.num_classes]
+    head_out = width * size * size
+    sets = [last_in + head_out, head_out + width]
+    if spec.head == "mbv3":
+        sets.append(width + spec.last_channels)
+    return sets + [spec.last_channels + spec.num_classes]
 
 
 def _materialised_tensors(spec: ArchSpec) -> Iterator[int]:
@@ -121,11 +173,14 @@ def _materialised_tensors(spec: ArchSpec) -> Iterator[int]:
         yield spec.stem_channels * stem_size * stem_size
     for i, p in enumerate(plans):
         yield p.out_channels * p.out_size * p.out_size
+        if p.se_channels:  # the SE scale needs the global mean of the whole depthwise output
+            yield p.hidden * p.out_size * p.out_size
         feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
         if p.wide_shortcut or feeds_wide:
             yield p.hidden * p.in_size * p.in_size
     size = final_size(spec)
-    yield spec.last_channels * size * size
+    yield head_width(spec) * size * size
+    yield head_width(spec)
     yield spec.last_channels
     yield spec.num_classes
 
@@ -247,7 +302,9 @@ def peak_memory_bytes(
     - ``"bottleneck"``: MobileNetV2 Section 5 / Table 3 accounting: each block runs as a single
       operation whose expanded tensor is never materialised, and the stem output is fused into a
       first block without expansion; the figure is the largest tensor that must exist whole
-      (MobileNetV2 1.0@224: 112x112x16 = 401,408 bytes at fp16).
+      (MobileNetV2 1.0@224: 112x112x16 = 401,408 bytes at fp16). A block with squeeze-excitation
+      materialises its depthwise output: the gate needs its global mean before any of it can be
+      projected.
     - ``"split"``: the executor of Section 5 with the expanded tensor computed in ``t`` chunks
       (``hw_models.executor.SplitExecutor``, which measures the same figure): max over steps of
       block input + output + one chunk of the expanded tensor + its depthwise output (stem fused
@@ -260,12 +317,15 @@ def peak_memory_bytes(
     if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, int) or bytes_per_element < 1:
         raise ValueError(f"bytes_per_element must be an integer >= 1, but got {bytes_per_element!r}")
     if policy == "bottleneck":
-        elements = _largest_tensor(spec) if spec.shortcut != "expansion" else max(_materialised_tensors(spec))
+        fast = spec.shortcut != "expansion" and spec.plain
+        elements = _largest_tensor(spec) if fast else max(_materialised_tensors(spec))
     elif policy == "split":
+        require_mobilenet_v2_ops(spec, "the split-executor memory model")
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"t (number of chunks) must be an integer >= 1, but got {t!r}")
         elements = max(_live_sets_split(spec, t))
     elif policy == "naive":
+        require_mobilenet_v2_ops(spec, "the naive-executor memory model")
         elements = max(_live_sets_naive(spec))
     else:
         raise ValueError(f"policy must be one of {MEMORY_POLICIES}, but got {policy!r}")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from search_spaces.arch import BlockPlan, block_plan
+from search_spaces.arch import BlockPlan, block_plan, require_mobilenet_v2_ops
 from search_spaces.builder import ConvBNAct, InvertedResidualNet
 
 from .analytic import _stem_fused, chunk_width
@@ -83,6 +83,7 @@ class SplitExecutor:
             raise ValueError(
                 f"SplitExecutor needs a model from search_spaces.build_model, but got {type(model).__name__}"
             )
+        require_mobilenet_v2_ops(model.spec, "SplitExecutor")
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"t (number of chunks) must be an integer >= 1, but got {t!r}")
         self.spec = model.spec
@@ -292,6 +293,7 @@ class NaiveExecutor:
             raise ValueError(
                 f"NaiveExecutor needs a model from search_spaces.build_model, but got {type(model).__name__}"
             )
+        require_mobilenet_v2_ops(model.spec, "NaiveExecutor")
         self.spec = model.spec
         plans = block_plan(self.spec)
         with torch.no_grad():

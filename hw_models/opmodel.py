@@ -30,7 +30,14 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from search_spaces.arch import ArchSpec, BlockPlan, conv_out_size
+from search_spaces.arch import (
+    ArchSpec,
+    BlockPlan,
+    block_plan,
+    conv_out_size,
+    final_size,
+    require_mobilenet_v2_ops,
+)
 
 # The one place the features are defined: their order is the order of every coefficient vector
 # (target files store coefficients by name, so appending a feature keeps old files loadable, with 0).
@@ -141,7 +148,11 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
     per stage rather than per block: within a stage every block after the first is the same
     (input = output channels, stride 1), so its features are counted once and multiplied by
     ``repeats - 1``. The shapes follow :func:`search_spaces.arch.block_plan` (hidden width
-    ``C_in * t``, no expansion conv when ``t = 1``, SAME padding); a test checks both agree."""
+    ``C_in * t``, no expansion conv when ``t = 1``, SAME padding); a test checks both agree.
+    A stage with per-block kernels or expansions goes block by block (:func:`block_features`)."""
+    require_mobilenet_v2_ops(spec, "the latency op model")
+    if not spec.plain:
+        return _spec_features_per_block(spec, tile)
     tk, tn = as_tile(tile)
     size = -(-spec.resolution // spec.stem_stride)
     c_in = spec.stem_channels
@@ -212,6 +223,15 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
         float(activations),
         float(layers + 2),
     ]
+
+
+def _spec_features_per_block(spec: ArchSpec, tile: int | Tile) -> list[float]:
+    total = stem_features(spec.resolution, spec.stem_channels, spec.stem_stride, tile)
+    for plan in block_plan(spec):
+        total = total + block_features(plan, tile)
+    total = total + head_features(spec.stages[-1].channels, spec.last_channels, final_size(spec), tile)
+    total = total + classifier_features(spec.last_channels, spec.num_classes)
+    return [float(v) for v in total]
 
 
 def feature_matrix(specs: Sequence[ArchSpec], tile: int | Tile) -> np.ndarray:

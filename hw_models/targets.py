@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from invres_utils.atomic_files import atomic_write_text
-from search_spaces.arch import ArchSpec, BlockPlan, block_plan, final_size
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan, final_size, require_mobilenet_v2_ops
 
 from .opmodel import (
     FEATURE_DOCS,
@@ -212,6 +212,7 @@ class LatencyTarget:
         cached = self._cache.get(spec)
         if cached is not None:
             return cached
+        require_mobilenet_v2_ops(spec, f"latency target {self.name!r}")
         if "machine" not in self._warned:
             self._warn_if_profiled_elsewhere()
         if self.lookup is None:

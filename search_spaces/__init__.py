@@ -17,11 +17,14 @@ from .mobilenet import mobilenet_v2
 from .space import SearchSpace, StageChoices, sample_spec
 from .spaces import DEFAULT_PROXY_SPACE, SPACES, get_space, mobilenetv2_cifar, mobilenetv2_imagenet, proxy_digits
 from .supernet import Supernet
+from .zoo import PUBLISHED, REFERENCE_NAMES, reference_arch
 
 __all__ = [
     "ArchSpec",
     "BlockPlan",
     "DEFAULT_PROXY_SPACE",
+    "PUBLISHED",
+    "REFERENCE_NAMES",
     "InvertedResidual",
     "InvertedResidualNet",
     "SPACES",
@@ -43,5 +46,6 @@ __all__ = [
     "mobilenetv2_imagenet",
     "parse_arch",
     "proxy_digits",
+    "reference_arch",
     "sample_spec",
 ]

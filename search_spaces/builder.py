@@ -8,13 +8,25 @@ Network-level decisions (channel rounding, where shortcuts go) come from the spe
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .arch import ArchSpec, BlockPlan, block_plan
 
 
+def make_activation(name: str) -> nn.Module:
+    """``"relu"``, ``"relu6"`` or ``"hswish"`` (MobileNetV3 eq. (2): x * ReLU6(x + 3) / 6)."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "relu6":
+        return nn.ReLU6(inplace=True)
+    if name == "hswish":
+        return nn.Hardswish(inplace=True)
+    raise ValueError(f"unknown activation {name!r}; use one of ('relu', 'relu6', 'hswish')")
+
+
 class ConvBNAct(nn.Sequential):
-    """Conv (no bias, SAME padding) -> BatchNorm -> optional ReLU6."""
+    """Conv (no bias, SAME padding) -> BatchNorm -> optional activation (ReLU6 by default)."""
 
     def __init__(
         self,
@@ -23,7 +35,7 @@ class ConvBNAct(nn.Sequential):
         kernel_size: int = 1,
         stride: int = 1,
         groups: int = 1,
-        activation: bool = True,
+        activation: bool | str | None = True,
     ) -> None:
         layers: list[nn.Module] = [
             nn.Conv2d(
@@ -38,12 +50,31 @@ class ConvBNAct(nn.Sequential):
             nn.BatchNorm2d(out_channels),
         ]
         if activation:
-            layers.append(nn.ReLU6(inplace=True))
+            layers.append(make_activation("relu6" if activation is True else activation))
         super().__init__(*layers)
 
 
+class SqueezeExcite(nn.Module):
+    """MobileNetV3 Section 5.3 / MnasNet squeeze-excitation on the hidden tensor: global average
+    pool -> 1x1 conv (with bias) to ``squeeze`` channels -> ReLU -> 1x1 conv (with bias) back ->
+    gate (hard sigmoid ReLU6(x + 3) / 6, or sigmoid) -> channel-wise scale of the input."""
+
+    def __init__(self, channels: int, squeeze: int, gate: str = "hard_sigmoid") -> None:
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+        self.gate = gate
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = torch.relu(self.reduce(x.mean((2, 3), keepdim=True)))
+        s = self.expand(s)
+        s = F.hardsigmoid(s) if self.gate == "hard_sigmoid" else torch.sigmoid(s)
+        return x * s
+
+
 class InvertedResidual(nn.Module):
-    """1x1 expansion + ReLU6 -> kxk depthwise + ReLU6 -> 1x1 projection (linear by default).
+    """1x1 expansion + act -> kxk depthwise + act -> [squeeze-excitation] -> 1x1 projection
+    (linear by default); act is ReLU6 unless the stage says otherwise.
 
     ``residual`` adds the block input to its output (shortcut between bottlenecks).
     ``wide_shortcut`` adds the previous block's expanded tensor to this block's expanded tensor
@@ -60,17 +91,27 @@ class InvertedResidual(nn.Module):
         residual: bool,
         wide_shortcut: bool = False,
         bottleneck_activation: bool = False,
+        activation: str = "relu6",
+        se_channels: int = 0,
+        se_gate: str = "hard_sigmoid",
     ) -> None:
         super().__init__()
-        self.expand = ConvBNAct(in_channels, hidden, 1) if hidden != in_channels else None
-        self.depthwise = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.expand = ConvBNAct(in_channels, hidden, 1, activation=activation) if hidden != in_channels else None
+        self.depthwise = ConvBNAct(hidden, hidden, kernel_size, stride, groups=hidden, activation=activation)
+        self.se = SqueezeExcite(hidden, se_channels, se_gate) if se_channels else None
         self.project = ConvBNAct(hidden, out_channels, 1, activation=bottleneck_activation)
         self.residual = residual
         self.wide_shortcut = wide_shortcut
 
+    def _after_expansion(self, h: Tensor) -> Tensor:
+        h = self.depthwise(h)
+        if self.se is not None:
+            h = self.se(h)
+        return self.project(h)
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.expand(x) if self.expand is not None else x
-        out = self.project(self.depthwise(h))
+        out = self._after_expansion(h)
         return out + x if self.residual else out
 
     def forward_wide(self, x: Tensor, wide: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -79,7 +120,7 @@ class InvertedResidual(nn.Module):
         if self.wide_shortcut:
             assert wide is not None and wide.shape == h.shape
             h = h + wide
-        out = self.project(self.depthwise(h))
+        out = self._after_expansion(h)
         return (out + x if self.residual else out), h
 
     @classmethod
@@ -93,19 +134,40 @@ class InvertedResidual(nn.Module):
             residual=plan.residual,
             wide_shortcut=plan.wide_shortcut,
             bottleneck_activation=bottleneck_activation == "relu6",
+            activation=plan.activation,
+            se_channels=plan.se_channels,
+            se_gate=plan.se_gate,
         )
 
 
+class MobileNetV3Head(nn.Module):
+    """MobileNetV3 Section 5.4 head, from the pooled features: 1x1 conv with bias and no batch
+    norm (the "last" conv, moved after the pooling) + activation."""
+
+    def __init__(self, in_channels: int, out_channels: int, activation: str) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 1)
+        self.act = make_activation(activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(x))
+
+
 class InvertedResidualNet(nn.Module):
-    """Stem -> inverted-residual blocks -> 1x1 head conv -> global average pool -> classifier."""
+    """Stem -> inverted-residual blocks -> 1x1 head conv -> global average pool ->
+    [MobileNetV3: 1x1 conv] -> classifier."""
 
     def __init__(self, spec: ArchSpec, dropout: float = 0.2) -> None:
         super().__init__()
         self.spec = spec
-        self.stem = ConvBNAct(3, spec.stem_channels, 3, spec.stem_stride)
+        self.stem = ConvBNAct(3, spec.stem_channels, 3, spec.stem_stride, activation=spec.stem_activation)
         self.blocks = nn.ModuleList(InvertedResidual.from_plan(p, spec.bottleneck_activation) for p in block_plan(spec))
-        self.head = ConvBNAct(spec.stages[-1].channels, spec.last_channels, 1)
+        head_width = spec.head_channels if spec.head == "mbv3" else spec.last_channels
+        self.head = ConvBNAct(spec.stages[-1].channels, head_width, 1, activation=spec.head_activation)
         self.pool = nn.AdaptiveAvgPool2d(1)
+        self.last_conv = (
+            MobileNetV3Head(head_width, spec.last_channels, spec.head_activation) if spec.head == "mbv3" else None
+        )
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(spec.last_channels, spec.num_classes)
         init_weights(self)
@@ -122,8 +184,10 @@ class InvertedResidualNet(nn.Module):
         return self.head(x)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.pool(self.features(x)).flatten(1)
-        return self.classifier(self.dropout(x))
+        x = self.pool(self.features(x))
+        if self.last_conv is not None:
+            x = self.last_conv(x)
+        return self.classifier(self.dropout(x.flatten(1)))
 
 
 def init_weights(model: nn.Module) -> None:

@@ -209,6 +209,13 @@ class SearchSpace:
             "num_classes": (spec.num_classes, self.num_classes),
             "number of stages": (len(spec.stages), len(self.stages)),
         }
+        fixed.update(
+            {
+                "stem_activation": (spec.stem_activation, "relu6"),
+                "head": (spec.head, "conv"),
+                "head_activation": (spec.head_activation, "relu6"),
+            }
+        )
         for label, (got, want) in fixed.items():
             if got != want:
                 raise ValueError(f"architecture is not in space {self.name!r}: {label} is {got}, the space has {want}")
@@ -218,6 +225,11 @@ class SearchSpace:
                 raise ValueError(
                     f"architecture is not in space {self.name!r}: stage {i} stride is {stage.stride}, "
                     f"the space has {choices.stride}"
+                )
+            if not stage.uniform or stage.se_ratio or stage.activation != "relu6":
+                raise ValueError(
+                    f"architecture is not in space {self.name!r}: stage {i} ({stage.to_token()}) has per-block "
+                    "choices, squeeze-excitation or another activation than ReLU6, which the space does not"
                 )
             params[f"s{i}_expansion"] = stage.expansion
             params[f"s{i}_channels"] = stage.channels
