@@ -146,9 +146,11 @@ def evaluate_model(
     workers: int = 0,
 ) -> Score:
     """Accuracy and loss of a standalone ``model`` (on ``runtime``'s device) on ``split`` at
-    ``resolution`` (default: the data's)."""
+    ``resolution`` (default: the data's), in batches of at most ``batch_size`` images (fewer at
+    high resolutions: ``Runtime.eval_batch_size``)."""
     images = EvalImages(data, split, runtime, cache_bytes=0, workers=workers)
-    return score_batches(model, images.batches(resolution or data.resolution, batch_size))
+    resolution = resolution or data.resolution
+    return score_batches(model, images.batches(resolution, runtime.eval_batch_size(resolution, batch_size)))
 
 
 class SubnetEvaluator:
@@ -199,4 +201,5 @@ class SubnetEvaluator:
         return recalibrate_batch_norm(model, batches)
 
     def __call__(self, spec: ArchSpec) -> Score:
-        return score_batches(self.model(spec), self._scored.batches(spec.resolution, self.batch_size))
+        batch_size = self.runtime.eval_batch_size(spec.resolution, self.batch_size)
+        return score_batches(self.model(spec), self._scored.batches(spec.resolution, batch_size))

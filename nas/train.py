@@ -763,38 +763,50 @@ def _prepare(args: Any, ranks: Ranks | None) -> _Job:
     )
 
 
+def _train_supernet(job: _Job, runtime: Runtime, ranks: Ranks | None) -> list[str]:
+    """``--space``: train the supernet through :func:`run_supernet_training`, as ``nas.search``
+    does (one process, ``--train-workers`` local ranks, or, with ``ranks``, this process as one
+    torchrun rank); rank 0 writes ``supernet.json``. Returns the summary lines (rank 0)."""
+    from .run_dir import atomic_write_json
+
+    args = job.args
+    assert job.space is not None
+    main_process = ranks is None or ranks.main
+    if main_process:
+        job.out.mkdir(parents=True, exist_ok=True)
+    checkpoint = job.out / "supernet.pt"
+    result = run_supernet_training(
+        job.space, job.data, job.config, checkpoint, seed=args.seed, runtime=runtime,
+        train_workers=args.train_workers if ranks is None else 1, threads=args.threads if ranks is None else None,
+        data_workers=args.data_workers, progress=not args.no_progress, ranks=ranks,
+    )  # fmt: skip
+    if not main_process:
+        return []
+    world = Ranks(0, ranks.world_size if ranks is not None else args.train_workers)
+    last = result.history[-1]
+    atomic_write_json(
+        job.out / "supernet.json",
+        {"space": job.space.name, "data": job.data.name, "config": asdict(job.config), "seed": args.seed,
+         "device": str(runtime.device), "precision": runtime.precision, "train_workers": world.world_size,
+         "history": result.history, "seconds": result.seconds},
+    )  # fmt: skip
+    done = "already trained" if result.seconds == 0 else f"trained in {result.seconds:.0f} s"
+    return [
+        f"supernet of {job.space.name} on {job.data.name}: {job.config.epochs} epochs {done} "
+        f"({_describe(runtime, world)}); val accuracy largest {last.get('val_largest', float('nan')):.4f}, "
+        f"smallest {last.get('val_smallest', float('nan')):.4f}",
+        f"wrote {checkpoint}, {job.out / 'supernet.json'}",
+        f"search with it: python -m nas.search --space {args.space} --data {args.data} --seed {args.seed} --supernet {checkpoint}",
+    ]
+
+
 def _run(ranks: Ranks, runtime: Runtime, job: _Job) -> list[str]:
-    """Train on this rank; rank 0 writes the outputs. Returns the summary lines (rank 0)."""
+    """``--arch``: train on this rank; rank 0 writes the outputs. Returns the summary lines (rank 0)."""
     from .export import save_model
     from .run_dir import atomic_write_json
 
     args = job.args
     progress = not args.no_progress
-    if job.space is not None:
-        if ranks.main:
-            job.out.mkdir(parents=True, exist_ok=True)
-        checkpoint = job.out / "supernet.pt"
-        result = train_supernet(
-            job.space, job.data, job.config, checkpoint_path=checkpoint, progress=progress, seed=args.seed,
-            runtime=runtime, data_workers=args.data_workers, ranks=ranks,
-        )  # fmt: skip
-        if not ranks.main:
-            return []
-        last = result.history[-1]
-        atomic_write_json(
-            job.out / "supernet.json",
-            {"space": job.space.name, "data": job.data.name, "config": asdict(job.config), "seed": args.seed,
-             "device": str(runtime.device), "precision": runtime.precision, "train_workers": ranks.world_size,
-             "history": result.history, "seconds": result.seconds},
-        )  # fmt: skip
-        done = "already trained" if result.seconds == 0 else f"trained in {result.seconds:.0f} s"
-        return [
-            f"supernet of {job.space.name} on {job.data.name}: {job.config.epochs} epochs {done} "
-            f"({_describe(runtime, ranks)}); val accuracy largest {last.get('val_largest', float('nan')):.4f}, "
-            f"smallest {last.get('val_smallest', float('nan')):.4f}",
-            f"wrote {checkpoint}, {job.out / 'supernet.json'}",
-            f"search with it: python -m nas.search --space {args.space} --data {args.data} --seed {args.seed} --supernet {checkpoint}",
-        ]
     spec = job.spec
     assert spec is not None
     init = None
@@ -841,9 +853,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 if args.threads is not None:
                     torch.set_num_threads(args.threads)
-                lines = _run(ranks, job.runtime, job)
+                if job.space is not None:
+                    lines = _train_supernet(job, job.runtime, ranks)
+                else:
+                    lines = _run(ranks, job.runtime, job)
             finally:
                 torch.distributed.destroy_process_group()
+        elif job.space is not None:
+            lines = _train_supernet(job, job.runtime, None)
         elif args.train_workers > 1:
             threads = args.threads or (
                 default_threads(args.train_workers) if job.runtime.device.type == "cpu" else None

@@ -96,3 +96,13 @@ def test_channels_last_placement_keeps_results(tiny_space):
     moved = nhwc.tensor(x)
     assert moved.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(supernet(moved, tiny_space.largest()), expected, atol=1e-5)
+
+
+def test_evaluation_batches_shrink_with_resolution(two_fake_gpus):
+    """At most EVAL_BATCH_PIXELS input pixels per evaluation batch: the requested size up to
+    32 px on the CPU, fewer above (activations of an image-folder run stay modest); GPUs get more."""
+    cpu = Runtime.create("cpu")
+    assert [cpu.eval_batch_size(r) for r in (8, 24, 32, 48, 224)] == [500, 500, 500, 222, 10]
+    assert cpu.eval_batch_size(4096) == 1 and cpu.eval_batch_size(24, cap=64) == 64
+    gpu = Runtime(torch.device("cuda", 0), "fp32", channels_last=True)
+    assert gpu.eval_batch_size(224) == 256 and gpu.eval_batch_size(32) == 500
