@@ -5,18 +5,19 @@ from __future__ import annotations
 import sys
 
 from invres_utils.cli import OneLineParser
-from search_spaces import ArchSpec, mobilenet_v2, parse_arch
+from search_spaces import REFERENCE_NAMES, ArchSpec, parse_arch, reference_arch
 
 from .analytic import MEMORY_POLICIES, count_madds, count_params, peak_memory_bytes
 from .table import layer_table
 
 
 def resolve_arch(value: str, width_mult: float = 1.0, resolution: int | None = None) -> ArchSpec:
-    """``mobilenet_v2`` (with ``--width-mult``/``--resolution``), a JSON file or a compact string."""
+    """A reference-zoo name (``mobilenet_v2`` with ``--width-mult``; every one with
+    ``--resolution``), a JSON file or a compact string."""
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1):
         raise ValueError(f"--resolution must be an integer >= 1, but got {resolution!r}")
-    if value == "mobilenet_v2":
-        return mobilenet_v2(width_mult, 224 if resolution is None else resolution)
+    if value in REFERENCE_NAMES:
+        return reference_arch(value, width_mult, 224 if resolution is None else resolution)
     spec = parse_arch(value)
     return spec if resolution is None else spec.replace(resolution=resolution)
 
@@ -34,6 +35,9 @@ def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) 
     ]
     for policy in MEMORY_POLICIES:
         label = f"split t={split_t}" if policy == "split" else policy
+        if policy != "bottleneck" and not spec.mobilenet_v2_ops:
+            lines.append(f"peak memory ({label}): not modelled for squeeze-excitation / h-swish / the mbv3 head")
+            continue
         value = peak_memory_bytes(spec, policy, bytes_per_element, t=split_t)
         lines.append(f"peak memory ({label}, {bytes_per_element} B/element): {value:,} bytes ({value / 1024:.0f} KiB)")
     return "\n".join(lines)
@@ -42,7 +46,7 @@ def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m hw_models.report", description=__doc__)
     parser.add_argument(
-        "--arch", default="mobilenet_v2", help="'mobilenet_v2', an arch.json path or a compact architecture string"
+        "--arch", default="mobilenet_v2", help=f"a reference network ({', '.join(REFERENCE_NAMES)}), an arch.json path or a compact string"
     )
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier for --arch mobilenet_v2")
     parser.add_argument("--resolution", type=int, default=None, help="override the input resolution")

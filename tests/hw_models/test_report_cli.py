@@ -47,3 +47,15 @@ def test_resolution_overrides_only_when_given(arch, resolution, expected):
 def test_report_prints_the_requested_resolution(capsys):
     assert report.main(["--resolution", "96"]) == 0
     assert capsys.readouterr().out.startswith("architecture: in96_")
+
+
+def test_report_takes_reference_zoo_names(capsys):
+    from hw_models.report import main
+
+    assert main(["--arch", "mobilenet_v3_large"]) == 0
+    out = capsys.readouterr().out
+    assert "MAdds:      216,589,760" in out and "5,483,032 with BN" in out
+    assert "s5.b2.se_reduce" in out and "last_conv" in out
+    assert "peak memory (naive): not modelled" in out
+    assert main(["--arch", "mnasnet_a1", "--width-mult", "1.4"]) == 2
+    assert "width_mult applies to mobilenet_v2 only" in capsys.readouterr().err

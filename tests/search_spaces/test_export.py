@@ -45,3 +45,17 @@ def test_export_needs_input_shape_for_a_plain_module(tmp_path):
     assert path.is_file()
     with pytest.raises(ValueError, match="batch_size"):
         export_onnx(mobilenet_v2(0.35, 32), tmp_path / "x.onnx", batch_size=0)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mnasnet_a1"])
+def test_squeeze_excitation_and_hswish_networks_export_and_run_as_in_torch(tmp_path, name):
+    from search_spaces import reference_arch
+
+    spec = reference_arch(name, resolution=64, num_classes=10)
+    model = build_model(spec).eval()
+    path = export_onnx(model, tmp_path / "zoo.onnx")
+    onnx.checker.check_model(str(path))
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4, rtol=0)
