@@ -9,6 +9,7 @@ the [litert] extra), report.md, pareto.png.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -31,7 +32,7 @@ from .baselines import mobilenet_v2_family
 from .config import CONSTRAINTS, ENGINES, SAMPLERS, SELECTIONS, SearchConfig
 from .distributed import WorkerError
 from .objectives import METRICS, CandidateEvaluator, CostModel, check_feasible
-from .ray_engine import RayTrialError
+from .ray_engine import RayTrialError, ray_session
 from .report import compare_with_baselines, format_front, plot_pareto, select_best, write_report
 from .run_dir import (
     CONFIG_FILE,
@@ -469,59 +470,60 @@ def run_search(config: SearchConfig, argv: list[str] | None = None) -> SearchRes
         )
     if supernet is None:
         check_training(config, space, data, runtime)
-    # A database study is opened (and checked) before the run folder exists, so that a storage
-    # that cannot be opened, or holds another search, leaves no run folder behind.
-    study = open_study(config, space, None) if config.storage else None
-    run_dir = prepare_run_dir(config, space, argv)
-    status(
-        f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
-        + (f"; study {config.study_name!r} in {shown_url(config.storage)}" if config.storage else "")
-    )
-    if study is None:
-        study = open_study(config, space, run_dir)
-    if supernet is None:
-        started = time.perf_counter()
-        supernet = obtain_supernet(config, space, data, run_dir, runtime)
-        status(f"supernet: ready in {time.perf_counter() - started:.0f} s")
-    evaluator = CandidateEvaluator(supernet, data, cost_model, runtime=runtime, workers=config.data_workers)
-    status(
-        f"search: {config.engine} ({config.sampler}), {config.trials} trials in total, "
-        f"objectives {', '.join(config.objectives)}, target {config.target}"
-    )
-    with torch_threads(config.threads):
-        if config.engine == "optuna":
-            run_worker(
-                study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE,
-                progress=config.progress, constraints=config.constraints(),
-            )  # fmt: skip
-        else:
-            from .ray_engine import run_ray
-
-            run_ray(config, space, study, run_dir, data_seed)
-        status("writing the run folder: trials, front, baselines, best architecture, report")
-        with file_lock(run_dir / LOCK_FILE):
-            result, outputs = write_outputs(run_dir, config, space, study, evaluator)
-    if not config.verify_top:
-        return result
-    settings = config.verify_settings()
-    status(
-        f"verify: training {settings.top} front members for up to {settings.epochs} epochs "
-        f"(from {settings.start}, pruner {settings.pruner})"
-    )
-    verify_args = dict(
-        front=result.front, objectives=config.directions, settings=settings, storage=study._storage,  # noqa: SLF001
-        space=space, data=data, inherited_model=evaluator.subnets.model, lock_path=run_dir / LOCK_FILE,
-        progress=config.progress, runtime=runtime, data_workers=config.data_workers,
-    )  # fmt: skip
-    if config.engine == "ray":
-        from .ray_verify import verify_on_ray
-
-        verification = verify_on_ray(config, run_dir, data_seed, **verify_args)
-    else:
+    # Ray is started (or joined) and a database study opened and checked before the run folder
+    # exists, so that a cluster or storage that cannot be used leaves no run folder behind.
+    with ray_session(config) if config.engine == "ray" else contextlib.nullcontext():
+        study = open_study(config, space, None) if config.storage else None
+        run_dir = prepare_run_dir(config, space, argv)
+        status(
+            f"run folder {run_dir}; space {space.name} ({space.num_architectures():,} architectures), data {config.data}"
+            + (f"; study {config.study_name!r} in {shown_url(config.storage)}" if config.storage else "")
+        )
+        if study is None:
+            study = open_study(config, space, run_dir)
+        if supernet is None:
+            started = time.perf_counter()
+            supernet = obtain_supernet(config, space, data, run_dir, runtime)
+            status(f"supernet: ready in {time.perf_counter() - started:.0f} s")
+        evaluator = CandidateEvaluator(supernet, data, cost_model, runtime=runtime, workers=config.data_workers)
+        status(
+            f"search: {config.engine} ({config.sampler}), {config.trials} trials in total, "
+            f"objectives {', '.join(config.objectives)}, target {config.target}"
+        )
         with torch_threads(config.threads):
-            verification = verify_front(**verify_args, run_dir=run_dir)
-    with file_lock(run_dir / LOCK_FILE):
-        return write_report_files(run_dir, config, space, outputs, verification)
+            if config.engine == "optuna":
+                run_worker(
+                    study, space, evaluator, config.objectives, config.trials, run_dir / LOCK_FILE,
+                    progress=config.progress, constraints=config.constraints(),
+                )  # fmt: skip
+            else:
+                from .ray_engine import run_ray
+
+                run_ray(config, space, study, run_dir, data_seed)
+            status("writing the run folder: trials, front, baselines, best architecture, report")
+            with file_lock(run_dir / LOCK_FILE):
+                result, outputs = write_outputs(run_dir, config, space, study, evaluator)
+        if not config.verify_top:
+            return result
+        settings = config.verify_settings()
+        status(
+            f"verify: training {settings.top} front members for up to {settings.epochs} epochs "
+            f"(from {settings.start}, pruner {settings.pruner})"
+        )
+        verify_args = dict(
+            front=result.front, objectives=config.directions, settings=settings, storage=study._storage,  # noqa: SLF001
+            space=space, data=data, inherited_model=evaluator.subnets.model, lock_path=run_dir / LOCK_FILE,
+            progress=config.progress, runtime=runtime, data_workers=config.data_workers,
+        )  # fmt: skip
+        if config.engine == "ray":
+            from .ray_verify import verify_on_ray
+
+            verification = verify_on_ray(config, run_dir, data_seed, **verify_args)
+        else:
+            with torch_threads(config.threads):
+                verification = verify_front(**verify_args, run_dir=run_dir)
+        with file_lock(run_dir / LOCK_FILE):
+            return write_report_files(run_dir, config, space, outputs, verification)
 
 
 def check_training(config: SearchConfig, space: SearchSpace, data: Any, runtime: Any) -> None:
