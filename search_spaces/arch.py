@@ -220,8 +220,10 @@ class ArchSpec:
 
     # ---- dict / JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["stages"] = [asdict(s) for s in self.stages]
+        """Plain data; the fields added for MobileNetV3-style networks appear only when they differ
+        from their defaults, so a MobileNetV2-family spec writes the JSON it always did."""
+        d = _without_defaults(asdict(self), _V3_ARCH_FIELDS, ArchSpec)
+        d["stages"] = [_without_defaults(asdict(s), _V3_STAGE_FIELDS, StageSpec) for s in self.stages]
         return d
 
     @classmethod
@@ -333,6 +335,18 @@ class ArchSpec:
 
     def replace(self, **changes: Any) -> ArchSpec:
         return replace(self, **changes)
+
+
+_V3_STAGE_FIELDS = ("se_ratio", "se_gate", "se_basis", "activation")
+_V3_ARCH_FIELDS = ("stem_activation", "head", "head_channels", "head_activation")
+
+
+def _without_defaults(d: dict[str, Any], names: tuple[str, ...], cls: type) -> dict[str, Any]:
+    defaults = cls.__dataclass_fields__
+    for name in names:
+        if d[name] == defaults[name].default:
+            del d[name]
+    return d
 
 
 # ---- compact string parsing ------------------------------------------------------------------

@@ -63,13 +63,8 @@ def test_timm_style_tokens_read_as_written():
 
 def test_old_description_forms_still_read():
     old = mobilenet_v2(0.75, 160)
-    old_dict = json.loads(old.to_json())
-    assert "se_ratio" not in json.dumps(old_dict["stages"][0]) or old_dict["stages"][0]["se_ratio"] == 0
-    for stage in old_dict["stages"]:  # a config written before the new fields existed
-        for key in ("se_ratio", "se_gate", "se_basis", "activation"):
-            stage.pop(key)
-    for key in ("stem_activation", "head", "head_channels", "head_activation"):
-        old_dict.pop(key)
+    old_dict = json.loads(old.to_json())  # the form written before the new fields existed
+    assert "se_ratio" not in old_dict["stages"][0] and "head" not in old_dict
     assert ArchSpec.from_dict(old_dict) == old
     assert ArchSpec.from_string(old.to_string()) == old
     assert old.to_string() == (
@@ -151,3 +146,20 @@ def test_per_block_stages_take_the_per_block_cost_paths():
         "in32_c16_s2-ir_r1_k3_s2_e6_c24-ir_r1_k5_s1_e3_c24-ir_r1_k7_s1_e4_c24-ir_r2_k3_s1_e6_c32-head_c64_n10"
     )
     assert spec_features(per_block, (4, 8)) == spec_features(single, (4, 8))
+
+
+def test_mobilenet_v2_family_specs_write_the_json_they_always_did():
+    d = mobilenet_v2(0.5, 96).to_dict()
+    assert list(d) == [
+        "resolution",
+        "stem_channels",
+        "stages",
+        "last_channels",
+        "num_classes",
+        "stem_stride",
+        "bottleneck_activation",
+        "shortcut",
+    ]
+    assert all(list(s) == ["expansion", "channels", "repeats", "stride", "kernel_size"] for s in d["stages"])
+    v3 = ArchSpec.from_string(V3_STRING).to_dict()
+    assert v3["head"] == "mbv3" and v3["stages"][2]["se_ratio"] == 0.25 and "se_gate" not in v3["stages"][2]
