@@ -134,8 +134,8 @@ class StageSpec:
 
     @property
     def plain(self) -> bool:
-        """A MobileNetV2 stage: uniform blocks, ReLU6, no squeeze-excitation."""
-        return self.uniform and self.se_ratio == 0 and self.activation == "relu6"
+        """A MobileNetV2 stage: uniform blocks with an integer expansion, ReLU6, no squeeze-excitation."""
+        return self.uniform and isinstance(self.expansion, int) and self.se_ratio == 0 and self.activation == "relu6"
 
     def to_token(self) -> str:
         """timm-style token, e.g. ``ir_r2_k3_s2_e6_c24`` or ``ir_r3_k5_s2_e3_c40_se0.25_nre``;
@@ -330,8 +330,8 @@ class ArchSpec:
     @property
     def plain(self) -> bool:
         """A MobileNetV2-family network: :attr:`mobilenet_v2_ops` and every stage uniform (the
-        ``(t, c, n, s)`` form that per-stage closed forms handle)."""
-        return self.mobilenet_v2_ops and all(s.uniform for s in self.stages)
+        ``(t, c, n, s)`` form with integer ``t`` that per-stage closed forms handle)."""
+        return all(s.plain for s in self.stages) and self.mobilenet_v2_ops
 
     def replace(self, **changes: Any) -> ArchSpec:
         return replace(self, **changes)

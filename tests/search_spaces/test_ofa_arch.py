@@ -163,3 +163,9 @@ def test_mobilenet_v2_family_specs_write_the_json_they_always_did():
     assert all(list(s) == ["expansion", "channels", "repeats", "stride", "kernel_size"] for s in d["stages"])
     v3 = ArchSpec.from_string(V3_STRING).to_dict()
     assert v3["head"] == "mbv3" and v3["stages"][2]["se_ratio"] == 0.25 and "se_gate" not in v3["stages"][2]
+
+
+def test_a_fractional_expansion_takes_the_per_block_paths():
+    spec = ArchSpec.from_string("in8_c1_s1-ir_r1_k3_s1_e2.3_c1-head_c1_n1")
+    assert not spec.plain
+    assert count_params(spec, include_bn=True) == sum(p.numel() for p in build_model(spec).parameters())
