@@ -876,6 +876,9 @@ def main(argv: list[str] | None = None) -> int:
     except WorkerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # an --out that cannot be created or written
+        print(f"error: cannot write {e.filename or '--out'}: {e.strerror or e}; choose a writable --out folder", file=sys.stderr)
+        return 2
     for line in lines or []:
         print(line)
     return 0

@@ -142,6 +142,20 @@ def test_storage_without_its_driver_names_the_extra(module, extra, monkeypatch, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("out", ["/proc/invres-retrain", "/dev/null/retrain"])
+def test_train_out_that_cannot_be_created(existing_run, out, capsys):
+    argv = ["--arch", str(existing_run / "best" / "arch.json"), "--epochs", "1", "--out", out, "--no-progress"]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and out in err, err
+
+
+def test_export_out_that_cannot_be_written(existing_run, capsys):
+    assert export_main([str(existing_run), "--format", "json", "--out", "/proc/invres-x/arch.json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "/proc/invres-x/arch.json" in err, err
+
+
 def test_corrupt_arch_json_in_export(existing_run, tmp_path, capsys):
     copy = tmp_path / "run"
     copy.mkdir()
