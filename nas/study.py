@@ -3,6 +3,7 @@ shared by every process that works on the same storage."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
@@ -147,10 +148,50 @@ def retry_once(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number}, skip_if_exists=False)
 
 
+def fail_heartbeatless_trials(study: optuna.Study) -> list[int]:
+    """On storages with heartbeats, fail (and retry once) RUNNING trials that never got a
+    heartbeat although they started longer than the grace period ago and no live process of this
+    machine owns them: their worker died between asking for the trial and its first heartbeat
+    (Optuna's stale-trial check skips trials without one, so they would stay RUNNING for ever)."""
+    from .storage import rdb_backend
+
+    backend = rdb_backend(study)
+    if backend is None or backend.heartbeat_interval is None:
+        return []
+    from optuna.storages._rdb import models  # no public query for trials without a heartbeat
+
+    grace = backend.grace_period or 2 * backend.heartbeat_interval
+    with backend.scoped_session() as session:
+        silent = {
+            trial_id
+            for (trial_id,) in session.query(models.TrialModel.trial_id)
+            .filter(models.TrialModel.study_id == study._study_id)  # noqa: SLF001
+            .filter(models.TrialModel.state == TrialState.RUNNING)
+            .filter(~models.TrialModel.heartbeats.any())
+        }
+    now = datetime.datetime.now()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        started = t.datetime_start
+        if t._trial_id not in silent or started is None or (now - started).total_seconds() <= grace:  # noqa: SLF001
+            continue
+        if worker_is_alive_here(t.user_attrs.get(WORKER_ATTR)):
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)  # noqa: SLF001
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        failed.append(t.number)
+        retry_once(study, t)
+    return failed
+
+
 def fail_dead_trials(study: optuna.Study) -> None:
     """Fail (and retry once) the trials of dead workers: processes of this machine that are
-    gone, and, on storages with heartbeats, trials whose heartbeat stopped for the grace period."""
+    gone, and, on storages with heartbeats, trials whose heartbeat stopped for the grace period
+    or that never got one."""
     fail_orphaned_trials(study)
+    fail_heartbeatless_trials(study)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # calls retry_once for each (see storage_for)

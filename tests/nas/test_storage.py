@@ -25,6 +25,7 @@ from nas.config import SearchConfig
 from nas.search import main as search_main
 from nas.storage import connect_storage
 from nas.study import RETRY_ATTR, count_states, open_study, run_worker, storage_for
+from search_spaces import sample_spec
 
 from .test_reliability import fake_evaluate
 
@@ -253,3 +254,17 @@ def test_cli_workers_on_postgres_one_killed(database, space_file, digits_npz, tm
     assert rerun.returncode == 0, rerun.stderr
     fails = count_states(study)[TrialState.FAIL]
     _assert_study_intact(study, N_TRIALS, failed=fails)
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(database, tiny_space, tmp_path):
+    """A worker killed between asking for a trial and its first heartbeat leaves a RUNNING trial
+    that Optuna's stale-trial check never fails (it has no heartbeat); once older than the grace
+    period it is failed, retried, and the study completes."""
+    config = _config(database)
+    study = open_study(config, tiny_space, None, storage_for(config, None, HEARTBEAT, GRACE))
+    stuck = study.ask()  # no worker token, no heartbeat: as left by a worker killed right after ask
+    sample_spec(stuck, tiny_space)
+    time.sleep(GRACE + 1)
+    run_worker(study, tiny_space, fake_evaluate, ("accuracy", "latency_ms"), N_TRIALS, tmp_path / "lock", progress=False)
+    assert study.get_trials()[stuck.number].state == TrialState.FAIL
+    _assert_study_intact(study, N_TRIALS, failed=1)
