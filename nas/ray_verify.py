@@ -11,8 +11,6 @@ FAIL, so ``verify.csv``, resuming and the report are the same for both engines.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -235,22 +233,11 @@ def ray_context(config: Any, space: SearchSpace, run_dir: Path, data_seed: int) 
 
 
 def verify_on_ray(config: Any, run_dir: Path, data_seed: int, **verify_args: Any) -> Any:
-    """``verify_front`` with the members trained as Ray Tune trials: on a local Ray instance with
-    ``--ray-workers`` CPUs, or on the cluster at ``--ray-address``."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    import ray
-
+    """``verify_front`` with the members trained as Ray Tune trials, on the Ray instance of the
+    search (:func:`nas.ray_engine.ray_session`: local, or the cluster at ``--ray-address``)."""
+    from .ray_engine import ray_session
     from .verify import verify_front
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        quiet = {"logging_level": logging.WARNING, "log_to_driver": False, "configure_logging": False}
-        if config.ray_address:
-            ray.init(address=config.ray_address, **quiet)
-        else:
-            ray.init(address="local", num_cpus=config.ray_workers * config.threads, include_dashboard=False,
-                     object_store_memory=200 * 1024**2, **quiet)  # fmt: skip
     gpus = 1.0 if str(verify_args["runtime"].device).startswith("cuda") else 0.0
     ray_options = {
         "context": ray_context(config, verify_args["space"], run_dir, data_seed),
@@ -258,8 +245,5 @@ def verify_on_ray(config: Any, run_dir: Path, data_seed: int, **verify_args: Any
         "ray_workers": config.ray_workers,
         "gpus_per_trial": gpus,
     }
-    try:
+    with ray_session(config):  # a no-op inside nas.search, which started Ray already
         return verify_front(**verify_args, run_dir=run_dir, ray_options=ray_options)
-    finally:
-        if started_here:
-            ray.shutdown()
