@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 from .space import SearchSpace, StageChoices
 
@@ -43,25 +44,14 @@ def mobilenetv2_cifar() -> SearchSpace:
     ``mobilenetv2-imagenet`` at 24-32 px, except that the stride-1 24-channel stage chooses from
     24-40 channels: with 16 (its input's width) its first block would gain a residual connection
     when narrowed, and costs would no longer grow with every choice."""
-    return SearchSpace(
+    imagenet = mobilenetv2_imagenet()
+    first, second, *rest = imagenet.stages
+    return replace(
+        imagenet,
         name="mobilenetv2-cifar",
         resolutions=(24, 28, 32),
-        stem_channels=32,
         stem_stride=1,
-        stages=(
-            StageChoices(expansions=(1,), channels=(16,), repeats=(1,), kernel_sizes=(3,), stride=1),
-            StageChoices(expansions=(3, 4, 6), channels=(24, 32, 40), repeats=(1, 2, 3), kernel_sizes=(3, 5), stride=1),
-            StageChoices(expansions=(3, 4, 6), channels=(24, 32, 40), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
-            StageChoices(expansions=(3, 4, 6), channels=(48, 64, 80), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2),
-            StageChoices(
-                expansions=(3, 4, 6), channels=(72, 96, 112), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=1
-            ),
-            StageChoices(
-                expansions=(3, 4, 6), channels=(128, 160, 192), repeats=(2, 3, 4), kernel_sizes=(3, 5), stride=2
-            ),
-            StageChoices(expansions=(3, 4, 6), channels=(256, 320), repeats=(1,), kernel_sizes=(3, 5), stride=1),
-        ),
-        last_channels=1280,
+        stages=(first, replace(second, channels=(24, 32, 40), stride=1), *rest),
         num_classes=10,
     )
 
