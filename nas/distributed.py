@@ -132,13 +132,18 @@ def all_reduce_gradients(parameters: Iterable[nn.Parameter], ranks: Ranks, bucke
         buckets[-1].append(g)
         size += g.numel() * g.element_size()
     for bucket in buckets:
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        dist.all_reduce(flat)
-        flat.div_(ranks.world_size)
-        offset = 0
-        for g in bucket:
-            g.copy_(flat[offset : offset + g.numel()].view_as(g))
-            offset += g.numel()
+        _average_in_place(bucket, ranks)
+
+
+def _average_in_place(tensors: list[torch.Tensor], ranks: Ranks) -> None:
+    """Average ``tensors`` (one dtype and device) over all ranks with one all-reduce."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat.div_(ranks.world_size)
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset : offset + t.numel()].view_as(t))
+        offset += t.numel()
 
 
 @torch.no_grad()
@@ -148,13 +153,7 @@ def average_buffers(module: nn.Module, ranks: Ranks) -> None:
         return
     buffers = [b for b in module.buffers() if b.is_floating_point()]
     if buffers:
-        flat = torch.cat([b.reshape(-1) for b in buffers])
-        dist.all_reduce(flat)
-        flat.div_(ranks.world_size)
-        offset = 0
-        for b in buffers:
-            b.copy_(flat[offset : offset + b.numel()].view_as(b))
-            offset += b.numel()
+        _average_in_place(buffers, ranks)
 
 
 def broadcast(value: Any, ranks: Ranks, src: int = 0) -> Any:
