@@ -196,6 +196,10 @@ def _rank_main(
         result = job(ranks, runtime)
         if ranks.main:
             Path(folder, "result.json").write_text(json.dumps(result))
+        # No rank tears its gloo connections down while another still uses them: a peer closing
+        # mid-collective can end the other rank in std::terminate, with no report.
+        if dist.is_initialized():
+            dist.barrier()
     except BaseException as exc:
         report = {
             "kind": "usage" if isinstance(exc, ValueError) else "crash",
