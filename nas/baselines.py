@@ -33,10 +33,15 @@ def mobilenet_v2_family(
         for resolution in sorted(space.resolutions):
             params: dict[str, object] = {"resolution": resolution}
             for i, st in enumerate(space.stages):
-                params[f"s{i}_expansion"] = _closest(st.expansions, 6)
-                params[f"s{i}_channels"] = _closest(st.channels, mult * _median(st.channels))
-                params[f"s{i}_repeats"] = _median(st.repeats)
-                params[f"s{i}_kernel"] = _closest(st.kernel_sizes, 3)
+                params.update(
+                    space.stage_params(
+                        i,
+                        expansion=_closest(st.expansions, 6),
+                        channels=_closest(st.channels, mult * _median(st.channels)),
+                        repeats=_median(st.repeats),
+                        kernel_size=_closest(st.kernel_sizes, 3),
+                    )
+                )
             spec = space.spec_from_params(params)
             family.setdefault(spec, f"MobileNetV2 x{mult:g} @{resolution}")
     return [(label, spec) for spec, label in family.items()]

@@ -77,10 +77,79 @@ def proxy_digits() -> SearchSpace:
     )
 
 
+def _ofa_stage(
+    channels: int, stride: int, depths: tuple[int, ...], kernels: tuple[int, ...], **options
+) -> StageChoices:
+    return StageChoices(
+        expansions=(3, 4, 6),
+        channels=(channels,),
+        repeats=depths,
+        kernel_sizes=kernels,
+        stride=stride,
+        per_block=True,
+        **options,
+    )
+
+
+def ofa_mbv3() -> SearchSpace:
+    """Once-for-All's MobileNetV3 space (arXiv 1908.09791, ``ofa_mbv3_d234_e346_k357_w1.0``):
+    MobileNetV3-Large's widths, strides, SE and h-swish placement (arXiv 1905.02244 Table 1),
+    and for each of the five searched stages a depth in {2, 3, 4} and, per block, a depthwise
+    kernel in {3, 5, 7} and an expansion in {3, 4, 6}; resolutions 128-224. The first block (16
+    channels, t=1) and the head (960 -> pool -> 1280, h-swish) are fixed, as in Once-for-All."""
+    depths, kernels = (2, 3, 4), (3, 5, 7)
+    return SearchSpace(
+        name="ofa-mbv3",
+        resolutions=(128, 160, 192, 224),
+        stem_channels=16,
+        stem_activation="hswish",
+        stages=(
+            StageChoices(expansions=(1,), channels=(16,), repeats=(1,), kernel_sizes=(3,), activation="relu"),
+            _ofa_stage(24, 2, depths, kernels, activation="relu"),
+            _ofa_stage(40, 2, depths, kernels, se_ratio=0.25, activation="relu"),
+            _ofa_stage(80, 2, depths, kernels, activation="hswish"),
+            _ofa_stage(112, 1, depths, kernels, se_ratio=0.25, activation="hswish"),
+            _ofa_stage(160, 2, depths, kernels, se_ratio=0.25, activation="hswish"),
+        ),
+        head="mbv3",
+        head_channels=960,
+        last_channels=1280,
+        head_activation="hswish",
+        num_classes=1000,
+    )
+
+
+def proxy_ofa_digits() -> SearchSpace:
+    """``ofa-mbv3`` at the size of ``proxy-digits`` (24x24 digits, 10 classes, trains in about a
+    minute on a CPU): per-block kernels {3, 5, 7} and expansions {3, 4, 6}, a depth per stage,
+    squeeze-excitation and h-swish where MobileNetV3 puts them (SE from the second searched stage,
+    h-swish in the last), the MobileNetV3 head."""
+    kernels = (3, 5, 7)
+    return SearchSpace(
+        name="proxy-ofa-digits",
+        resolutions=(12, 16, 20, 24),
+        stem_channels=8,
+        stem_activation="hswish",
+        stages=(
+            StageChoices(expansions=(1,), channels=(8,), repeats=(1,), kernel_sizes=(3,), activation="relu"),
+            _ofa_stage(16, 2, (1, 2), kernels, activation="relu"),
+            _ofa_stage(24, 2, (1, 2, 3), kernels, se_ratio=0.25, activation="relu"),
+            _ofa_stage(32, 1, (1, 2), kernels, se_ratio=0.25, activation="hswish"),
+        ),
+        head="mbv3",
+        head_channels=96,
+        last_channels=128,
+        head_activation="hswish",
+        num_classes=10,
+    )
+
+
 SPACES = {
     "mobilenetv2-imagenet": mobilenetv2_imagenet,
     "proxy-digits": proxy_digits,
     "mobilenetv2-cifar": mobilenetv2_cifar,
+    "ofa-mbv3": ofa_mbv3,
+    "proxy-ofa-digits": proxy_ofa_digits,
 }
 DEFAULT_PROXY_SPACE = "proxy-digits"
 

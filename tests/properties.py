@@ -14,7 +14,7 @@ SHIPPED = [get_space(name) for name in sorted(SPACES)]
 def space_and_code(draw, spaces: list[SearchSpace] = SHIPPED) -> tuple[SearchSpace, np.ndarray]:
     space = draw(st.sampled_from(spaces))
     code = [draw(st.integers(0, int(k) - 1)) for k in space.cardinalities]
-    return space, np.array(code, dtype=np.int64)
+    return space, space.canonical_codes(np.array([code], dtype=np.int64))[0]
 
 
 stage_specs = st.builds(

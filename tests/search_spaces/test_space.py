@@ -16,8 +16,11 @@ def space(request) -> SearchSpace:
 
 def test_shipped_spaces_validate_and_count(space):
     space.validate()
-    expected = math.prod(len(c) for _, c in space.dimensions())
-    assert space.num_architectures() == expected > 1000
+    encodings = math.prod(len(c) for _, c in space.dimensions())
+    if any(st.per_block for st in space.stages):  # unused blocks' choices are encoded but not counted
+        assert 1000 < space.num_architectures() < encodings
+    else:
+        assert space.num_architectures() == encodings > 1000
 
 
 def test_encode_decode_round_trip(space, rng):
@@ -115,4 +118,44 @@ def test_sample_spec_names_every_dimension(space, rng):
     trial = _FakeTrial(rng)
     spec = sample_spec(trial, space)
     assert set(trial.params) == {name for name, _ in space.dimensions()}
-    assert space.params_from_spec(spec) == trial.params
+    params = space.params_from_spec(spec)
+    assert space.spec_from_params(params) == spec
+    used = {k: v for k, v in trial.params.items() if not _beyond_depth(space, k, trial.params)}
+    assert {k: params[k] for k in used} == used
+
+
+def _beyond_depth(space, name, params):
+    """A per-block parameter (``s2_b3_kernel``) of a block past its stage's sampled depth."""
+    stage, _, rest = name.partition("_b")
+    if not rest or not stage.startswith("s"):
+        return False
+    return int(rest.split("_")[0]) >= params[f"{stage}_repeats"]
+
+
+def test_ofa_mbv3_counts_and_holds_mobilenet_v3_large_shapes():
+    """Once-for-All's space: (sum over depths 2-4 of 9**d) per stage, 4 resolutions."""
+    space = get_space("ofa-mbv3")
+    per_stage = sum(9**d for d in (2, 3, 4))
+    assert space.num_architectures() == 4 * per_stage**5
+    largest = space.largest()
+    assert [s.repeats for s in largest.stages] == [1, 4, 4, 4, 4, 4]
+    assert largest.stages[2].se_ratio == 0.25 and largest.stages[3].activation == "hswish"
+    assert largest.head == "mbv3" and largest.head_channels == 960 and largest.stem_activation == "hswish"
+
+
+def test_per_block_encoding_is_canonical(rng):
+    """Blocks past the sampled depth encode as the first choice, whatever the code said."""
+    space = get_space("ofa-mbv3")
+    codes = (rng.random((200, len(space.cardinalities))) * space.cardinalities).astype(np.int64)
+    for raw, canonical in zip(codes, space.canonical_codes(codes)):
+        assert space.decode(raw) == space.decode(canonical)
+        assert np.array_equal(space.encode(space.decode(raw)), canonical)
+
+
+def test_space_dict_of_mobilenet_v2_spaces_is_unchanged():
+    """Fields added for per-block / SE / h-swish spaces are written only when used, so run
+    fingerprints of earlier runs still match."""
+    d = get_space("proxy-digits").to_dict()
+    assert "head" not in d and "per_block" not in d["stages"][0]
+    v3 = get_space("proxy-ofa-digits")
+    assert SearchSpace.from_dict(json.loads(v3.to_json())) == v3
