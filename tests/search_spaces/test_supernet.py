@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from search_spaces import SPACES, SearchSpace, StageChoices, build_model, get_space
+from search_spaces import SPACES, SearchSpace, StageChoices, block_plan, build_model, get_space
 from search_spaces.supernet import Supernet
 
 
@@ -30,6 +30,50 @@ def options_space() -> SearchSpace:
     )
 
 
+def v3_options_space() -> SearchSpace:
+    """Per-block kernels and expansions, SE of both bases and gates on searched widths, every
+    activation, the MobileNetV3 head."""
+    return SearchSpace(
+        name="v3-options",
+        resolutions=(12, 16),
+        stem_channels=8,
+        stem_activation="hswish",
+        stages=(
+            StageChoices(expansions=(1,), channels=(8,), repeats=(1,), activation="relu", se_ratio=0.25),
+            StageChoices(
+                expansions=(2, 3),
+                channels=(12, 16),
+                repeats=(1, 2, 3),
+                kernel_sizes=(3, 5, 7),
+                stride=2,
+                per_block=True,
+                se_ratio=0.25,
+                se_basis="input",
+                se_gate="sigmoid",
+                activation="relu",
+            ),
+            StageChoices(
+                expansions=(3, 4),
+                channels=(16, 24),
+                repeats=(1, 2),
+                kernel_sizes=(3, 5),
+                stride=1,
+                per_block=True,
+                se_ratio=0.5,
+                activation="hswish",
+            ),
+            StageChoices(expansions=(2, 6), channels=(24, 32), repeats=(1, 2), stride=2, activation="relu6"),
+        ),
+        head="mbv3",
+        head_channels=48,
+        last_channels=40,
+        head_activation="hswish",
+        num_classes=5,
+        shortcuts=("bottleneck", "expansion", "none"),
+        bottleneck_activations=("linear", "relu6"),
+    )
+
+
 def perturbed_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
     """A supernet whose batch-norm parameters and statistics are not the identity, so that
     slicing them wrongly shows."""
@@ -42,10 +86,12 @@ def perturbed_supernet(space: SearchSpace, seed: int = 0) -> Supernet:
                 m.bias.normal_(0, 0.1)
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
+            elif isinstance(m, torch.nn.Conv2d) and m.bias is not None:  # SE and the MobileNetV3 head
+                m.bias.normal_(0, 0.5)
     return supernet.eval()
 
 
-SMALL_SPACES = [options_space(), get_space("proxy-digits")]
+SMALL_SPACES = [options_space(), get_space("proxy-digits"), v3_options_space(), get_space("proxy-ofa-digits")]
 
 
 @pytest.mark.parametrize("space", SMALL_SPACES, ids=lambda s: s.name)
@@ -81,13 +127,45 @@ def test_imagenet_space_extraction_at_low_resolution():
         assert (supernet(x, spec) - supernet.extract(spec).eval()(x)).abs().max().item() <= 1e-5
 
 
-def test_extracted_model_is_a_plain_build_model_network():
-    space = options_space()
+def test_ofa_mbv3_space_extraction_at_low_resolution():
+    space = dataclasses.replace(get_space("ofa-mbv3"), resolutions=(48,))
+    supernet = perturbed_supernet(space)
+    rng = np.random.default_rng(4)
+    for spec in (space.largest(), space.sample(rng), space.sample(rng)):
+        x = torch.randn(1, 3, 48, 48)
+        with torch.no_grad():
+            assert (supernet(x, spec) - supernet.extract(spec).eval()(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("space", [options_space(), v3_options_space()], ids=lambda s: s.name)
+def test_extracted_model_is_a_plain_build_model_network(space):
     spec = space.sample(np.random.default_rng(1))
     model = perturbed_supernet(space).extract(spec)
     reference = build_model(spec)
     assert model.state_dict().keys() == reference.state_dict().keys()
     assert all(a.shape == b.shape for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", ["proxy-ofa-digits", "ofa-mbv3"])
+def test_per_block_supernet_holds_the_largest_network_exactly(name):
+    """Largest kernel and expansion in every block, SE at the widest squeeze, the fixed head."""
+    space = get_space(name)
+    supernet = Supernet(space)
+    largest = build_model(space.largest())
+    assert sum(p.numel() for p in supernet.parameters()) == sum(p.numel() for p in largest.parameters())
+
+
+def test_training_step_reaches_the_active_squeeze_excitation_only():
+    space = v3_options_space()
+    supernet = Supernet(space).train()
+    spec = space.smallest()
+    loss = supernet(torch.randn(4, 3, 12, 12), spec).square().mean()
+    loss.backward()
+    plan = next(p for p in block_plan(spec) if p.stage == 2)
+    grad = supernet.stages[2][0].se.reduce.weight.grad
+    assert 0 < plan.se_channels < grad.shape[0] and plan.hidden < grad.shape[1]
+    assert grad[: plan.se_channels, : plan.hidden].abs().sum() > 0
+    assert grad[plan.se_channels :].abs().sum() == 0 and grad[:, plan.hidden :].abs().sum() == 0
 
 
 def test_supernet_holds_the_largest_choices():
