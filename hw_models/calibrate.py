@@ -175,8 +175,12 @@ def read_kit(source: str | os.PathLike[str], manifest: str | os.PathLike[str] | 
         if manifest is None:
             raise ValueError(f"{source} is a benchmark_model log: pass --manifest (the kit's {MANIFEST})")
         manifest_path, logs = Path(manifest), [source]
+    if manifest is not None and manifest_path.is_dir():
+        raise ValueError(f"--manifest {manifest_path} is a folder; pass the kit's {MANIFEST} file")
     if not manifest_path.is_file():
-        raise ValueError(f"{manifest_path} does not exist; a kit folder holds the {MANIFEST} of hw_models.calibration_kit")
+        raise ValueError(
+            f"{manifest_path} does not exist; a kit folder holds the {MANIFEST} of hw_models.calibration_kit"
+        )
     rows = list(csv.DictReader(_read_text(manifest_path, "manifest").splitlines()))
     if not rows or not {"file", "arch"} <= set(rows[0]):
         raise ValueError(f"{manifest_path} must be a CSV with 'file' and 'arch' columns (a calibration kit manifest)")
@@ -307,6 +311,14 @@ def calibrate_target(
     )
 
 
+def _skipped(problems: Sequence[str], shown: int = 3) -> str:
+    """``"N skipped: first; second; third; and K more"`` for a one-line error."""
+    if not problems:
+        return "none skipped"
+    more = f"; and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{len(problems)} skipped: " + "; ".join(problems[:shown]) + more
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m hw_models.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -334,13 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else user_target_dir() / f"{args.name}.json"
         check_writable_file(out)
         data = read_any(args.measurements, args.manifest)
-        for problem in data.problems:
-            print(f"warning: skipped {problem}", file=sys.stderr)
         if len(data.specs) < MIN_ROWS:
             raise ValueError(
-                f"{args.measurements} has {len(data.specs)} usable rows ({len(data.problems)} skipped); "
+                f"{args.measurements} has {len(data.specs)} usable rows ({_skipped(data.problems)}); "
                 f"calibration needs at least {MIN_ROWS}"
             )
+        for problem in data.problems:
+            print(f"warning: skipped {problem}", file=sys.stderr)
         provenance: dict[str, Any] = {"measurements": os.path.abspath(args.measurements), "rows": len(data.specs)}
         if Path(args.measurements).is_dir() or Path(args.measurements).suffix in LOG_SUFFIXES:
             provenance["runtime"] = "TFLite benchmark_model on the device (Inference (avg) of each log)"

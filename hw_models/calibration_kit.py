@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from invres_utils.atomic_files import atomic_write_text
+from invres_utils.atomic_files import atomic_folder, atomic_write_text
 from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec
 from search_spaces.builder import build_model
@@ -97,35 +97,39 @@ def write_kit(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """Write the kit (networks, manifest, phone script) into ``out``; returns the manifest path."""
-    from .litert import convert, require_litert, with_random_statistics
+    """Write the kit (networks, manifest, phone script) into ``out``, a new or empty folder, whole
+    or not at all (built beside it, renamed at the end); returns the manifest path."""
+    from . import litert
 
-    require_litert("the calibration kit")
-    space = get_space(space)
-    base_target = load_target(base)
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, but got {threads!r}")
-    specs = diverse_networks(space, count, base_target, seed)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; pass a folder for the kit")
     if (out / MANIFEST).exists():
         raise ValueError(f"--out {out} already holds a kit ({MANIFEST}); choose a new folder")
-    (out / NETS).mkdir(parents=True, exist_ok=True)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads must be an integer >= 1, but got {threads!r}")
+    space = get_space(space)
+    base_target = load_target(base)
+    specs = diverse_networks(space, count, base_target, seed)
     rows = []
-    for i, spec in enumerate(tqdm(specs, desc="converting networks", disable=None if progress else True)):
-        file = f"{NETS}/net_{i:03d}.tflite"
-        shape = (1, 3, spec.resolution, spec.resolution)
-        convert(with_random_statistics(build_model(spec), shape, seed + i), out / file, shape)
-        rows.append([file, spec.to_string(), count_madds(spec), count_params(spec), round(base_target.predict(spec), 4)])
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows(rows)
-    atomic_write_text(out / SCRIPT, phone_script([r[0] for r in rows], threads))
-    os.chmod(out / SCRIPT, 0o755)
+    with atomic_folder(out) as building:
+        litert.require_litert("the calibration kit")
+        (building / NETS).mkdir()
+        for i, spec in enumerate(tqdm(specs, desc="converting networks", disable=None if progress else True)):
+            file = f"{NETS}/net_{i:03d}.tflite"
+            shape = (1, 3, spec.resolution, spec.resolution)
+            litert.convert(litert.with_random_statistics(build_model(spec), shape, seed + i), building / file, shape)
+            rows.append(
+                [file, spec.to_string(), count_madds(spec), count_params(spec), round(base_target.predict(spec), 4)]
+            )
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        writer.writerows(rows)
+        atomic_write_text(building / SCRIPT, phone_script([r[0] for r in rows], threads))
+        os.chmod(building / SCRIPT, 0o755)
+        atomic_write_text(building / MANIFEST, buffer.getvalue())
     manifest = out / MANIFEST
-    atomic_write_text(manifest, buffer.getvalue())
     if log is not None:
         log(
             f"wrote {len(rows)} networks of {space.name} ({base_target.name} predicts "
@@ -136,7 +140,7 @@ def write_kit(
 
 def instructions(out: Path) -> str:
     return f"""To calibrate a target for your phone:
-  1. put TFLite's benchmark_model for your phone (Android aarch64) at {out / 'benchmark_model'}
+  1. put TFLite's benchmark_model for your phone (Android aarch64) at {out / "benchmark_model"}
   2. connect the phone (adb devices lists it) and run: sh {out / SCRIPT}
      (it pushes each network and runs: adb shell /data/local/tmp/benchmark_model \\
       --graph={DEVICE_DIR}/net_000.tflite --num_threads=1 --warmup_runs=10 --num_runs=100 > {out / LOGS}/net_000.log)

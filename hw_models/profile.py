@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from invres_utils.atomic_files import check_writable_file
-from invres_utils.cli import OneLineParser
+from invres_utils.cli import OneLineParser, non_negative_int, positive_int
 from search_spaces.arch import ArchSpec, BlockPlan, block_plan
 from search_spaces.builder import InvertedResidual, InvertedResidualNet, build_model
 from search_spaces.space import SearchSpace
@@ -467,22 +467,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-name", required=True, help="name to save the target under (e.g. host)")
     parser.add_argument("--space", default=DEFAULT_PROXY_SPACE, help="search space name or JSON path")
     parser.add_argument("--runtime", default="torch", choices=RUNTIMES)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--warmup", type=non_negative_int, default=10)
     parser.add_argument(
         "--repeats",
         type=int,
         default=100,
         help="timing samples per part (--statistic says which figure of them is kept)",
     )
-    parser.add_argument("--max-blocks", type=int, default=None, help="profile only this many blocks (quick runs)")
+    parser.add_argument(
+        "--max-blocks", type=positive_int, default=None, help="profile only this many blocks (quick runs)"
+    )
     parser.add_argument(
         "--overhead-archs",
-        type=int,
+        type=positive_int,
         default=24,
         help="random networks measured end to end to fit the per-network overhead and scale",
     )
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved passes the samples are spread over")
+    parser.add_argument(
+        "--rounds", type=positive_int, default=10, help="interleaved passes the samples are spread over"
+    )
     parser.add_argument(
         "--statistic",
         default="p10",

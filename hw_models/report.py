@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from invres_utils.cli import OneLineParser
+from invres_utils.cli import OneLineParser, positive_int
 from search_spaces import REFERENCE_NAMES, ArchSpec, parse_arch, reference_arch
 
 from .analytic import MEMORY_POLICIES, count_madds, count_params, peak_memory_bytes
@@ -46,14 +46,18 @@ def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineParser(prog="python -m hw_models.report", description=__doc__)
     parser.add_argument(
-        "--arch", default="mobilenet_v2", help=f"a reference network ({', '.join(REFERENCE_NAMES)}), an arch.json path or a compact string"
+        "--arch",
+        default="mobilenet_v2",
+        help=f"a reference network ({', '.join(REFERENCE_NAMES)}), an arch.json path or a compact string",
     )
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier for --arch mobilenet_v2")
     parser.add_argument("--resolution", type=int, default=None, help="override the input resolution")
     parser.add_argument(
-        "--bytes-per-element", type=int, default=2, help="activation precision (2 = fp16, as the paper)"
+        "--bytes-per-element", type=positive_int, default=2, help="activation precision (2 = fp16, as the paper)"
     )
-    parser.add_argument("--split-t", type=int, default=4, help="number of chunks for the 'split' memory policy")
+    parser.add_argument(
+        "--split-t", type=positive_int, default=4, help="number of chunks for the 'split' memory policy"
+    )
     args = parser.parse_args(argv)
     try:
         spec = resolve_arch(args.arch, args.width_mult, args.resolution)

@@ -46,6 +46,7 @@ def test_out_writes_figure_and_numbers_where_it_says(tmp_path, capsys, out, figu
         ("fig", "--out must be a .png file or a directory, but got "),
         ("fig.json", "--out must be a .png file or a directory, but got "),
         (os.path.join("file.txt", "fig.png"), "cannot write "),
+        ("/proc/invres-fig.png", "cannot write /proc/invres-fig.png: /proc is not a writable directory"),
     ],
 )
 def test_bad_out_is_a_one_line_error_before_any_work(tmp_path, capsys, out, message):
