@@ -15,11 +15,13 @@ task finds is reported as it comes out.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 
 import numpy as np
 
+from invres_utils.atomic_files import atomic_write_bytes, check_writable_file
 from nas.baselines import mobilenet_v2_family
 from nas.train import TrainConfig
 from search_spaces import DEFAULT_PROXY_SPACE, ArchSpec, block_plan, get_space
@@ -68,8 +70,12 @@ def plot_curves(path: str, results: dict[tuple[str, str], list[Outcome]]) -> Non
         ax.legend(fontsize=8, loc="lower right")
     axes[0].set_ylabel("validation accuracy (mean, min-max over seeds)")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --plot must name a .png file, but got {args.plot!r}", file=sys.stderr)
         return 2
     try:
+        if args.plot is not None:
+            check_writable_file(args.plot)  # before hours of training
         base = reference_architecture(args.space)
         resolution = max(get_space(args.space).resolutions)
     except ValueError as e:

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from invres_utils.atomic_files import atomic_folder
+
 try:
-    from benchmarks._cli import Parser, positive_int
+    from benchmarks._cli import Parser, non_negative_int, positive_int
 except ImportError:  # run as a script, python benchmarks/streaming_memory.py: its folder is on sys.path
-    from _cli import Parser, positive_int
+    from _cli import Parser, non_negative_int, positive_int
 
 SIDE = 96
 CLASSES = 10
@@ -107,18 +109,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=positive_int, default=10_000, help="PNG files to write (default 10,000)")
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--data-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    parser.add_argument("--data-workers", type=non_negative_int, default=0, help="DataLoader worker processes (default 0)")
     parser.add_argument("--keep", default=None, help="write the folder here and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
-    if args.data_workers < 0:
-        print(f"error: --data-workers must be an integer >= 0, but got {args.data_workers}", file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="stream-images-") as tmp:
         folder = Path(args.keep) if args.keep else Path(tmp) / "images"
-        if folder.exists() and any(folder.iterdir()):
+        if folder.is_dir() and any(folder.iterdir()):
             print(f"error: --keep {folder} exists and is not empty; choose a new folder", file=sys.stderr)
             return 2
-        size_on_disk = write_folder(folder, args.images)
+        try:
+            with atomic_folder(folder) as building:  # a kept folder is whole or absent
+                size_on_disk = write_folder(building, args.images)
+        except ValueError as e:
+            print(f"error: --keep: {e}", file=sys.stderr)
+            return 2
         float32 = args.images * 3 * SIDE * SIDE * 4
         print(
             f"{args.images:,} PNG images, {SIDE}x{SIDE}, {size_on_disk / 1e6:.0f} MB on disk; "

@@ -24,9 +24,9 @@ from search_spaces import DEFAULT_PROXY_SPACE, get_space
 from search_spaces.supernet import Supernet
 
 try:
-    from benchmarks._cli import Parser, positive_int
+    from benchmarks._cli import Parser, non_negative_int, positive_int
 except ImportError:  # run as a script, python benchmarks/supernet_speed.py: its folder is on sys.path
-    from _cli import Parser, positive_int
+    from _cli import Parser, non_negative_int, positive_int
 
 TRAINING_GOAL_S = 180.0
 FORWARD_GOAL = 1.15
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="auto|cpu|cuda|cuda:N|mps (default cpu: the goals are CPU goals)")
     parser.add_argument("--precision", default="fp32", help="training precision: fp32, bf16 or fp16")
-    parser.add_argument("--data-workers", type=int, default=0, help="DataLoader worker processes during training")
+    parser.add_argument("--data-workers", type=non_negative_int, default=0, help="DataLoader worker processes during training")
     args = parser.parse_args(argv)
     try:
         runtime = Runtime.create(args.device, args.precision)

@@ -32,9 +32,9 @@ from nas.train import SupernetTrainConfig, run_supernet_training
 from search_spaces import DEFAULT_PROXY_SPACE, get_space
 
 try:
-    from benchmarks._cli import Parser, positive_int
+    from benchmarks._cli import Parser, non_negative_int, positive_int
 except ImportError:  # run as a script, python benchmarks/train_throughput.py: its folder is on sys.path
-    from _cli import Parser, positive_int
+    from _cli import Parser, non_negative_int, positive_int
 
 SPEEDUP_GOAL = 1.6
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=positive_int, default=2, help="data-parallel processes to compare with 1")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per training process on the CPU")
     parser.add_argument("--data-workers", default="0,2", help="comma-separated DataLoader worker counts for the loader figures")
-    parser.add_argument("--train-data-workers", type=int, default=0, help="DataLoader workers during the training runs")
+    parser.add_argument("--train-data-workers", type=non_negative_int, default=0, help="DataLoader workers during the training runs")
     parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per training run (the first is not counted)")
     parser.add_argument("--batch-size", type=positive_int, default=SupernetTrainConfig().batch_size)
     parser.add_argument("--max-train", type=positive_int, default=None, help="train on a subset of this many images")
@@ -92,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         check_workers(args.workers, runtime)
         precisions = args.precisions.split(",") if args.precisions else default_precisions(runtime)
         runtimes = {p: Runtime.create(args.device, p) for p in precisions}
-        loader_workers = [int(w) for w in args.data_workers.split(",")]
-        if any(w < 0 for w in loader_workers):
-            raise ValueError(f"--data-workers must list integers >= 0, but got {args.data_workers!r}")
+        loader_workers = [w.strip() for w in args.data_workers.split(",")]
+        if not all(w.isdecimal() for w in loader_workers):
+            raise ValueError(
+                f"--data-workers must list integers >= 0 separated by commas, but got {args.data_workers!r}"
+            )
+        loader_workers = [int(w) for w in loader_workers]
         space = get_space(args.space)
         data = load_data(args.data, resolution=max(space.resolutions), seed=args.seed, max_train=args.max_train)
     except ValueError as e:
