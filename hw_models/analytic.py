@@ -17,7 +17,6 @@ from search_spaces.arch import (
     block_plan,
     conv_out_size,
     final_size,
-    require_mobilenet_v2_ops,
 )
 
 MemoryPolicy = Literal["bottleneck", "split", "naive"]
@@ -219,6 +218,7 @@ def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
     shortcut="expansion", a block that receives or passes on the wide shortcut holds its whole
     expanded tensor: an incoming one is updated in place (expansion slices summed into it), an
     outgoing one is computed whole (or is the block input when t = 1); depthwise slices read it.
+    A block with squeeze-excitation: :func:`_se_block_live_sets_split`.
     """
     plans = block_plan(spec)
     image = IMAGE_CHANNELS * spec.resolution * spec.resolution
@@ -234,7 +234,9 @@ def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
         d_slice = width * p.out_size * p.out_size
         has_expand = p.hidden != p.in_channels
         feeds_wide = i + 1 < len(plans) and plans[i + 1].wide_shortcut
-        if i == 0 and fused:
+        if p.se_channels:
+            yield from _se_block_live_sets_split(p, chunks, x, i == 0 and fused, feeds_wide)
+        elif i == 0 and fused:
             yield x + y + e_slice + d_slice
         elif p.wide_shortcut or feeds_wide:
             whole = p.hidden * p.in_size * p.in_size if p.wide_shortcut or has_expand else 0
@@ -246,12 +248,43 @@ def _live_sets_split(spec: ArchSpec, chunks: int) -> Iterator[int]:
     yield from _head_live_sets(spec)
 
 
+def _se_block_live_sets_split(p: BlockPlan, chunks: int, x: int, fused: bool, feeds_wide: bool) -> Iterator[int]:
+    """Live elements per step of a block with squeeze-excitation in the split executor.
+
+    The gate needs the mean of the whole depthwise output ``d``, so no slice can be projected
+    before every slice is computed (recomputing the slices in a second pass would run the convs
+    twice; see :mod:`hw_models.executor`). The depthwise slices are copied into a whole ``d``
+    (with one slice, the slice is ``d``); wide tensors are handled as without SE. Then the block
+    input is freed unless a residual addition (or the next block, as its wide shortcut) needs it,
+    ``d`` is pooled (pooled vector + squeezed vector alive, then squeezed + gate), scaled in
+    place and projected into the newly allocated output.
+    """
+    width = chunk_width(p.hidden, chunks)
+    whole_d = p.hidden * p.out_size * p.out_size
+    copy_target = whole_d if width < p.hidden else 0
+    e_slice = width * p.in_size * p.in_size
+    d_slice = width * p.out_size * p.out_size
+    has_expand = p.hidden != p.in_channels
+    if p.wide_shortcut or feeds_wide:  # never with a residual: shortcut="expansion"
+        whole = p.hidden * p.in_size * p.in_size if p.wide_shortcut or has_expand else 0
+        if p.wide_shortcut and has_expand:
+            yield x + whole + e_slice
+        yield x + whole + copy_target + d_slice
+        keep = (whole or x) if feeds_wide else 0  # whole = 0: the wide tensor is the input
+    else:
+        yield x + copy_target + (e_slice if has_expand or fused else 0) + d_slice
+        keep = x if p.residual else 0
+    yield keep + whole_d + p.hidden + p.se_channels
+    yield keep + whole_d + p.out_channels * p.out_size * p.out_size
+
+
 def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
     """Live elements per op of plain layer-by-layer inference
     (:class:`hw_models.executor.NaiveExecutor`, which measures the same figure).
 
-    Every conv (batch norm folded) and every shortcut addition allocates its output; ReLU6 runs in
-    place; a tensor is freed after its last consumer. An op's live set is its inputs and output,
+    Every conv (batch norm folded), every shortcut addition and the squeeze-excitation scale
+    allocate their output (so do SE's pooling and its two 1x1 convs on the pooled vector);
+    activations and the SE gate run in place; a tensor is freed after its last consumer. An op's live set is its inputs and output,
     the block input while a residual addition still needs it, the expanded tensor a block passes
     on as the wide shortcut (shortcut="expansion") until the next block has added it, and the
     input image, which the caller holds for the whole run.
@@ -268,6 +301,10 @@ def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
             "w": p.hidden * p.in_size**2,
             "h": p.hidden * p.in_size**2,
             "d": p.hidden * p.out_size**2,
+            "m": p.hidden,  # SE: pooled vector, squeezed vector, gate, scaled depthwise output
+            "q": p.se_channels,
+            "g": p.hidden,
+            "s": p.hidden * p.out_size**2,
             "p": p.out_channels * p.out_size**2,
             "y": p.out_channels * p.out_size**2,
         }
@@ -282,7 +319,11 @@ def _live_sets_naive(spec: ArchSpec) -> Iterator[int]:
             dw_in = "h"
         keep_wide = {dw_in} if feeds_wide else set()
         ops.append({dw_in, "d"})
-        ops.append({"d", "p"} | keep_wide)
+        project_in = "d"
+        if p.se_channels:  # pool, reduce, expand + gate, scale: each allocates its output
+            ops += [live | keep_wide for live in ({"d", "m"}, {"d", "m", "q"}, {"d", "q", "g"}, {"d", "g", "s"})]
+            project_in = "s"
+        ops.append({project_in, "p"} | keep_wide)
         if p.residual:
             ops.append({"x", "p", "y"} | keep_wide)
         for live in ops:
@@ -308,10 +349,11 @@ def peak_memory_bytes(
     - ``"split"``: the executor of Section 5 with the expanded tensor computed in ``t`` chunks
       (``hw_models.executor.SplitExecutor``, which measures the same figure): max over steps of
       block input + output + one chunk of the expanded tensor + its depthwise output (stem fused
-      into a first t = 1 block; whole expanded tensors where shortcut="expansion" needs them).
+      into a first t = 1 block; whole expanded tensors where shortcut="expansion" needs them;
+      a block with squeeze-excitation holds its whole depthwise output, as for "bottleneck").
     - ``"naive"``: plain layer-by-layer inference (``hw_models.executor.NaiveExecutor``, which
       measures the same figure): max over ops of the op's inputs and output (BN folded into the
-      convs, ReLU6 in place, shortcut additions out of place) + the tensors held for a later
+      convs, activations in place, shortcut additions and the SE scale out of place) + the tensors held for a later
       shortcut + the input image, held by the caller for the whole run.
     """
     if isinstance(bytes_per_element, bool) or not isinstance(bytes_per_element, int) or bytes_per_element < 1:
@@ -320,12 +362,10 @@ def peak_memory_bytes(
         fast = spec.shortcut != "expansion" and spec.plain
         elements = _largest_tensor(spec) if fast else max(_materialised_tensors(spec))
     elif policy == "split":
-        require_mobilenet_v2_ops(spec, "the split-executor memory model")
         if isinstance(t, bool) or not isinstance(t, int) or t < 1:
             raise ValueError(f"t (number of chunks) must be an integer >= 1, but got {t!r}")
         elements = max(_live_sets_split(spec, t))
     elif policy == "naive":
-        require_mobilenet_v2_ops(spec, "the naive-executor memory model")
         elements = max(_live_sets_naive(spec))
     else:
         raise ValueError(f"policy must be one of {MEMORY_POLICIES}, but got {policy!r}")

@@ -1,23 +1,71 @@
 """Vectorised analytic costs for whole populations, straight from a search space's encodings.
 
-Samplers and predictors hold architectures as integer encodings (``SearchSpace.encode``). Within a
-stage every block after the first is identical, so each stage's cost has a closed form: one
-numpy expression per stage evaluates a whole population at once. The rules are those of
-:func:`search_spaces.arch.block_plan` and :mod:`hw_models.analytic`, re-expressed over arrays;
-tests assert both agree on random populations of every shipped space and block option.
+Samplers and predictors hold architectures as integer encodings (``SearchSpace.encode``). A stage
+is evaluated as groups of identical blocks, one numpy expression per group over the whole
+population: a stage that chooses one expansion and kernel for all its blocks is its first block
+and ``repeats - 1`` copies of the second (``c -> c``, stride 1); a stage that chooses them per
+block (``per_block=True``) is each of its ``max(repeats)`` blocks, counted where the sampled depth
+reaches it. The rules are those of :func:`search_spaces.arch.block_plan` and
+:mod:`hw_models.analytic`, re-expressed over arrays; tests assert both agree on random
+populations of every shipped space and block option.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from search_spaces.space import SearchSpace
+from search_spaces.space import SearchSpace, StageChoices
 
 from .analytic import IMAGE_CHANNELS, STEM_KERNEL
 
 
 def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-a // b)
+
+
+def _make_divisible(value: np.ndarray, divisor: int = 8) -> np.ndarray:
+    """:func:`search_spaces.arch.make_divisible` over a float array (the same float64 arithmetic)."""
+    rounded = np.maximum(divisor, (value + divisor / 2).astype(np.int64) // divisor * divisor)
+    return rounded + np.where(rounded < 0.9 * value, divisor, 0)
+
+
+def _se_channels(stage: StageChoices, in_channels: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """:func:`search_spaces.arch.se_channels` over arrays (the stage has squeeze-excitation)."""
+    ratio = float(stage.se_ratio)
+    if stage.se_basis == "hidden":
+        return _make_divisible(hidden * ratio)
+    return np.maximum(1, (in_channels * ratio).astype(np.int64))
+
+
+class _Group(NamedTuple):
+    """``count`` identical blocks (per architecture; 0: none)."""
+
+    count: np.ndarray | int
+    in_channels: np.ndarray
+    out_channels: np.ndarray
+    expansion: np.ndarray
+    kernel: np.ndarray
+    stride: int
+    in_size: np.ndarray
+    out_size: np.ndarray
+
+
+def _stage_groups(i: int, stage: StageChoices, num: dict[str, np.ndarray], c_in, size) -> list[_Group]:
+    c, reps = num[f"s{i}_channels"], num[f"s{i}_repeats"]
+    out = _ceil_div(size, stage.stride)
+    if not stage.per_block:
+        t, k = num[f"s{i}_expansion"], num[f"s{i}_kernel"]
+        return [_Group(1, c_in, c, t, k, stage.stride, size, out), _Group(reps - 1, c, c, t, k, 1, out, out)]
+    groups = []
+    for b in range(max(stage.repeats)):
+        t, k = num[f"s{i}_b{b}_expansion"], num[f"s{i}_b{b}_kernel"]
+        if b == 0:
+            groups.append(_Group(1, c_in, c, t, k, stage.stride, size, out))
+        else:
+            groups.append(_Group((reps > b).astype(np.int64), c, c, t, k, 1, out, out))
+    return groups
 
 
 def batch_costs(space: SearchSpace, codes: np.ndarray, bytes_per_element: int = 2) -> dict[str, np.ndarray]:
@@ -35,70 +83,88 @@ def batch_costs(space: SearchSpace, codes: np.ndarray, bytes_per_element: int = 
         for j, (name, choices) in enumerate(dims)
         if name not in text
     }
+    n = codes.shape[0]
     j_shortcut = [name for name, _ in dims].index("shortcut")
     shortcut_choices = list(dims[j_shortcut][1])
-    shortcut_code = codes[:, j_shortcut]
 
-    def is_shortcut(kind: str) -> np.ndarray:
-        return shortcut_code == shortcut_choices.index(kind) if kind in shortcut_choices else np.zeros(len(codes), bool)
+    def is_shortcut(kind: str) -> np.ndarray | None:
+        """Rows with that shortcut; None if the space has none (its rules then never apply)."""
+        return codes[:, j_shortcut] == shortcut_choices.index(kind) if kind in shortcut_choices else None
 
-    bottleneck = is_shortcut("bottleneck")
-    wide_mode = is_shortcut("expansion")
+    bottleneck, wide_mode = is_shortcut("bottleneck"), is_shortcut("expansion")
 
-    n = codes.shape[0]
     res = num["resolution"]
     stem_size = _ceil_div(res, space.stem_stride)
     stem = space.stem_channels
     madds = stem_size * stem_size * IMAGE_CHANNELS * stem * STEM_KERNEL * STEM_KERNEL
     params = np.full(n, IMAGE_CHANNELS * stem * STEM_KERNEL * STEM_KERNEL, dtype=np.int64)
+    peak = IMAGE_CHANNELS * res * res  # the largest tensor that must be materialised
 
-    # Pass 1: per stage, shapes and whether its first block receives a wide (expansion) shortcut.
-    stages = []
-    c_prev = np.full(n, stem, dtype=np.int64)
-    size = stem_size
-    last_stride = np.zeros(n, dtype=np.int64)  # stride of the previous block (0: none yet)
+    # Wide (expansion) shortcuts: block j receives one when block j-1 has stride 1 and the same
+    # expanded width; both expanded tensors then exist whole, and are of the same size.
+    last_stride = np.zeros(n, dtype=np.int64)  # of the previous block (0: none yet)
     last_hidden = np.zeros(n, dtype=np.int64)
-    for i, choice in enumerate(space.stages):
-        t, c, reps, k = (num[f"s{i}_{key}"] for key in ("expansion", "channels", "repeats", "kernel"))
-        out = _ceil_div(size, choice.stride)
-        hidden0 = c_prev * t
-        wide_in0 = wide_mode & (last_stride == 1) & (last_hidden == hidden0)
-        stages.append((t, c, reps, k, choice.stride, c_prev, size, out, hidden0, wide_in0))
-        last_stride = np.where(reps == 1, choice.stride, 1)
-        last_hidden = np.where(reps == 1, hidden0, c * t)
-        c_prev, size = c, out
+    blocks_before = np.zeros(n, dtype=np.int64)
+    second_wide = np.zeros(n, dtype=bool)  # the network's second block receives a wide shortcut
+    first = None
+    c_in, size = np.full(n, stem, dtype=np.int64), stem_size
+    for i, stage in enumerate(space.stages):
+        for g in _stage_groups(i, stage, num, c_in, size):
+            single = isinstance(g.count, int)  # one block, in every architecture
+            present = True if single else g.count > 0
 
-    # Pass 2: costs, and the largest tensor that must be materialised.
-    peak = IMAGE_CHANNELS * res * res
-    no_next = np.zeros(n, dtype=bool)
-    fused = np.zeros(n, dtype=bool)
-    for i, (t, c, reps, k, stride, c_in, s_in, s_out, hidden0, wide_in0) in enumerate(stages):
-        expands = t != 1
-        hidden_r = c * t
-        madds += np.where(expands, s_in * s_in * c_in * hidden0, 0) + s_out * s_out * hidden0 * (k * k + c)
-        madds += (reps - 1) * (
-            np.where(expands, s_out * s_out * c * hidden_r, 0) + s_out * s_out * hidden_r * (k * k + c)
-        )
-        params += np.where(expands, c_in * hidden0, 0) + hidden0 * (k * k + c)
-        params += (reps - 1) * (np.where(expands, c * hidden_r, 0) + hidden_r * (k * k + c))
+            def where_present(value: np.ndarray, present=present, single=single) -> np.ndarray:
+                return value if single else np.where(present, value, 0)
 
-        next_wide_in0 = stages[i + 1][9] if i + 1 < len(stages) else no_next
-        wide_in1 = wide_mode & (stride == 1) & (c_in == c)  # second block vs first block's expanded width
-        src0 = np.where(reps >= 2, wide_in1, next_wide_in0)
-        src1 = np.where(reps >= 3, wide_mode, next_wide_in0)
-        rest_wide = ((reps >= 2) & (wide_in1 | src1)) | ((reps >= 3) & wide_mode)
-        peak = np.maximum(peak, s_out * s_out * c)
-        peak = np.maximum(peak, np.where(wide_in0 | src0, hidden0 * s_in * s_in, 0))
-        peak = np.maximum(peak, np.where(rest_wide, hidden_r * s_out * s_out, 0))
-        if i == 0:
-            residual0 = bottleneck & (stride == 1) & (c_in == c)
-            fused = (~expands) & (~residual0) & (~src0)
-    peak = np.maximum(peak, np.where(fused, 0, stem * stem_size * stem_size))
+            expands = g.expansion != 1
+            hidden = g.in_channels * g.expansion
+            area_in, area_out = g.in_size * g.in_size, g.out_size * g.out_size
+            taps_and_projection = g.kernel * g.kernel + g.out_channels
+            block_madds = (
+                np.where(expands, area_in * g.in_channels * hidden, 0) + area_out * hidden * taps_and_projection
+            )
+            block_params = np.where(expands, g.in_channels * hidden, 0) + hidden * taps_and_projection
+            if stage.se_ratio:  # its two 1x1 convs; the whole depthwise output is materialised
+                squeeze = _se_channels(stage, g.in_channels, hidden)
+                block_madds = block_madds + 2 * hidden * squeeze
+                block_params = block_params + (2 * hidden + 1) * squeeze + hidden
+                peak = np.maximum(peak, where_present(hidden * area_out))
+            madds += g.count * block_madds
+            params += g.count * block_params
+            peak = np.maximum(peak, where_present(g.out_channels * area_out))
+            if first is None:
+                first = (expands, g.in_channels == g.out_channels)
+            if wide_mode is not None:
+                # the group's first block, and (a stage's repeated blocks: c -> c, stride 1) the others
+                wide_in = wide_mode & (last_stride == 1) & (last_hidden == hidden)
+                if not single:
+                    wide_in &= present
+                    wide_in_rest = wide_mode & (g.count >= 2)
+                    peak = np.maximum(peak, np.where(wide_in_rest, hidden * area_out, 0))
+                peak = np.maximum(peak, np.where(wide_in, hidden * area_in, 0))
+                second_wide |= wide_in & (blocks_before == 1)
+                last_stride = np.where(present, g.stride, last_stride)  # repeated blocks have stride 1
+                last_hidden = np.where(present, hidden, last_hidden)
+                blocks_before = blocks_before + g.count
+        c_in, size = num[f"s{i}_channels"], _ceil_div(size, stage.stride)
 
-    size = stages[-1][7]
-    c_last_in = stages[-1][1]
-    madds += size * size * c_last_in * space.last_channels + space.last_channels * space.num_classes
-    params += c_last_in * space.last_channels + space.last_channels * space.num_classes + space.num_classes
-    peak = np.maximum(peak, size * size * space.last_channels)
-    peak = np.maximum(peak, max(space.last_channels, space.num_classes))
+    # The stem is fused into a first block without expansion conv (MobileNetV2 Section 5) unless
+    # that block has a residual or passes its input on as a wide shortcut.
+    first_expands, first_same_width = first
+    unfused = first_expands
+    if bottleneck is not None:
+        unfused = unfused | (bottleneck & (space.stages[0].stride == 1) & first_same_width)
+    if wide_mode is not None:
+        unfused = unfused | second_wide
+    peak = np.maximum(peak, np.where(unfused, stem * stem_size * stem_size, 0))
+
+    last_in = num[f"s{len(space.stages) - 1}_channels"]
+    width = space.head_channels if space.head == "mbv3" else space.last_channels
+    madds += size * size * last_in * width + space.last_channels * space.num_classes
+    params += last_in * width + space.last_channels * space.num_classes + space.num_classes
+    if space.head == "mbv3":  # the post-pooling 1x1 conv, with a bias and no batch norm
+        madds += width * space.last_channels
+        params += width * space.last_channels + space.last_channels
+    peak = np.maximum(peak, size * size * width)
+    peak = np.maximum(peak, max(width, space.last_channels, space.num_classes))
     return {"madds": madds, "params": params, "peak_memory_bytes": peak * bytes_per_element}

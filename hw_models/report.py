@@ -35,9 +35,6 @@ def format_report(spec: ArchSpec, bytes_per_element: int = 2, split_t: int = 4) 
     ]
     for policy in MEMORY_POLICIES:
         label = f"split t={split_t}" if policy == "split" else policy
-        if policy != "bottleneck" and not spec.mobilenet_v2_ops:
-            lines.append(f"peak memory ({label}): not modelled for squeeze-excitation / h-swish / the mbv3 head")
-            continue
         value = peak_memory_bytes(spec, policy, bytes_per_element, t=split_t)
         lines.append(f"peak memory ({label}, {bytes_per_element} B/element): {value:,} bytes ({value / 1024:.0f} KiB)")
     return "\n".join(lines)

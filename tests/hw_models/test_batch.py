@@ -32,8 +32,35 @@ def tricky_space() -> SearchSpace:
     )
 
 
+def tricky_ofa_space() -> SearchSpace:
+    """Per-block stages whose blocks may have expansion 1 (wide shortcuts chain through and out of
+    them, the stem fuses into a first block with SE), equal widths across stages, SE on either
+    basis (squeeze widths that round), SE on a per-stage stage, the MobileNetV3 head."""
+    return SearchSpace(
+        name="tricky-ofa",
+        resolutions=(7, 16, 33),
+        stem_channels=8,
+        stem_stride=1,
+        stem_activation="hswish",
+        stages=(
+            StageChoices((1, 2), (8,), (1, 2, 3), (3, 5), 1, per_block=True, se_ratio=0.25, activation="relu"),
+            StageChoices((1, 3), (8, 16), (1, 2), (3,), 1, se_ratio=0.5, se_basis="input", se_gate="sigmoid"),
+            StageChoices((1, 2, 3), (16, 24), (1, 2, 3), (3, 7), 2, per_block=True, se_ratio=0.3),
+            StageChoices((2, 6), (24,), (2, 3), (5,), 1, per_block=True, activation="hswish"),
+        ),
+        last_channels=32,
+        num_classes=5,
+        shortcuts=("bottleneck", "expansion", "none"),
+        head="mbv3",
+        head_channels=40,
+        head_activation="hswish",
+    )
+
+
 @pytest.mark.parametrize(
-    "space", [with_all_options(get_space(n)) for n in sorted(SPACES)] + [tricky_space()], ids=lambda s: s.name
+    "space",
+    [with_all_options(get_space(n)) for n in sorted(SPACES)] + [tricky_space(), tricky_ofa_space()],
+    ids=lambda s: s.name,
 )
 def test_batch_equals_scalar(space, rng):
     codes = space.sample_codes(rng, 400)

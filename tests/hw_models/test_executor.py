@@ -10,8 +10,9 @@ from torch import nn
 from hw_models import peak_memory_bytes
 from hw_models.executor import NaiveExecutor, SplitExecutor
 from hw_models.memtrace import measure_peak_bytes
-from search_spaces import SPACES, ArchSpec, StageSpec, build_model, get_space, mobilenet_v2
+from search_spaces import SPACES, ArchSpec, StageSpec, build_model, get_space, mobilenet_v2, reference_arch
 from search_spaces.arch import block_plan
+from tests.properties import ofa_arch_specs
 
 # Hand-made specs for the rare paths: a t=1 block passing its input on as the wide (expansion)
 # shortcut, a t=1 block receiving one, a stride-1 stem, 5x5 and 7x7 kernels.
@@ -19,6 +20,48 @@ EDGE_SPECS = [
     ArchSpec(24, 16, (StageSpec(1, 8, 1, 1), StageSpec(2, 16, 2, 1, 5), StageSpec(6, 16, 1, 2)), 32, 5),
     ArchSpec(20, 16, (StageSpec(1, 16, 1, 1), StageSpec(1, 16, 1, 1, 7), StageSpec(2, 24, 2, 2)), 32, 5, stem_stride=1),
     ArchSpec(3, 4, (StageSpec(1, 4, 1, 2, 1), StageSpec(3, 4, 2, 2)), 8, 3),  # 1x1 outputs, 1x1 depthwise
+]
+# Squeeze-excitation on every path of the split executor: a fused stem (t=1 first block with SE),
+# a t=1 SE block passing its input on as the wide shortcut and one receiving it, SE blocks with
+# an expansion conv receiving and passing on wide shortcuts (per-block expansions 3:2:2 keep the
+# expanded width), SE with a residual and no expansion conv, both SE bases and gates, every
+# activation, the MobileNetV3 head, SE at 1x1.
+SE_EDGE_SPECS = [
+    ArchSpec(
+        24,
+        16,
+        (
+            StageSpec(1, 16, 1, 2, se_ratio=0.25, activation="relu"),
+            StageSpec(1, 16, 2, 1, 5, se_ratio=0.5, se_gate="sigmoid", se_basis="input", activation="hswish"),
+            StageSpec((3, 2, 2), 24, 3, 1, (3, 5, 7), se_ratio=0.25, activation="hswish"),
+            StageSpec(4, 32, 1, 2, activation="relu"),
+        ),
+        32,
+        5,
+        stem_activation="hswish",
+        head="mbv3",
+        head_channels=24,
+        head_activation="hswish",
+    ),
+    ArchSpec(
+        16,
+        8,
+        (StageSpec(1, 8, 2, 1, se_ratio=0.25), StageSpec(6, 16, 1, 2, se_ratio=0.25, activation="relu")),
+        16,
+        3,
+        stem_activation="relu",
+        head="mbv3",
+        head_channels=8,
+    ),
+    ArchSpec(
+        3,
+        4,
+        (StageSpec(1, 4, 1, 2, 1, se_ratio=0.25), StageSpec(3, 4, 2, 2, se_ratio=1, se_basis="input")),
+        8,
+        3,
+        head="mbv3",
+        head_channels=4,
+    ),
 ]
 
 
@@ -53,6 +96,10 @@ def random_specs(max_resolution: int = 48) -> list[ArchSpec]:
     for i, spec in enumerate(EDGE_SPECS):
         for shortcut in ("bottleneck", "expansion", "none"):
             specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=("linear", "relu6")[i % 2]))
+    for spec in SE_EDGE_SPECS:
+        for shortcut in ("bottleneck", "expansion", "none"):
+            for activation in ("linear", "relu6"):
+                specs.append(spec.replace(shortcut=shortcut, bottleneck_activation=activation))
     return specs
 
 
@@ -71,6 +118,23 @@ def test_random_specs_cover_every_executor_path():
     assert any(w_in and w_out for _, _, w_in, w_out in blocks)
     assert any(SplitExecutor(build_model(s)).fused_stem for s in specs)
     assert not all(SplitExecutor(build_model(s)).fused_stem for s in specs)
+
+
+def test_random_specs_cover_every_squeeze_excite_path():
+    blocks = []  # (fused stem, residual, has expansion conv, receives wide shortcut, passes one on)
+    for spec in random_specs():
+        ps = block_plan(spec)
+        fused = SplitExecutor(build_model(spec)).fused_stem
+        for i, p in enumerate(ps):
+            if p.se_channels:
+                feeds = i + 1 < len(ps) and ps[i + 1].wide_shortcut
+                blocks.append((i == 0 and fused, p.residual, p.hidden != p.in_channels, p.wide_shortcut, feeds))
+    assert any(f for f, *_ in blocks)
+    for has_expand in (True, False):
+        assert any(r and e == has_expand for _, r, e, _, _ in blocks)
+        assert any(w_in and e == has_expand for _, _, e, w_in, _ in blocks)
+        assert any(w_out and e == has_expand for _, _, e, _, w_out in blocks)
+    assert any(w_in and w_out for *_, w_in, w_out in blocks)
 
 
 @pytest.mark.parametrize("t", [1, 3, 8])
@@ -162,6 +226,57 @@ def test_any_architecture_runs_exactly_and_within_the_model(spec, t):
     executor = SplitExecutor(model, t)
     assert (executor(x) - ref).abs().max().item() <= 1e-5
     assert measured_peak(executor, spec.resolution) == peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ofa_arch_specs(), st.integers(1, 8))
+def test_any_mobilenet_v3_style_architecture_runs_exactly_and_as_both_models_say(spec, t):
+    """Per-block kernels and (fractional) expansions, SE of either basis and gate, every
+    activation, either head: both executors equal the model and allocate what the models say."""
+    model = trained_like(spec)
+    x = torch.randn(1, 3, spec.resolution, spec.resolution, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    split, naive = SplitExecutor(model, t), NaiveExecutor(model)
+    assert (split(x) - ref).abs().max().item() <= 1e-5
+    assert (naive(x) - ref).abs().max().item() <= 1e-5
+    assert measured_peak(split, spec.resolution) == peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
+    assert measured_naive_peak(naive, spec.resolution) == peak_memory_bytes(spec, "naive", bytes_per_element=4)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "mobilenet_v3_large", "mnasnet_a1"])
+def test_zoo_networks_with_squeeze_excitation_run_exactly_and_as_both_models_say(name):
+    spec = reference_arch(name, resolution=64)
+    model = trained_like(spec)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x)
+    assert ref.abs().max() > 0.1  # the comparisons below are not against ~zero logits
+    naive = NaiveExecutor(model)
+    assert (naive(x) - ref).abs().max().item() <= 1e-5
+    assert measured_naive_peak(naive, 64) == peak_memory_bytes(spec, "naive", bytes_per_element=4)
+    peaks = []
+    for t in (1, 2, 4, 8):
+        split = SplitExecutor(model, t)
+        assert (split(x) - ref).abs().max().item() <= 1e-5
+        peaks.append(measured_peak(split, 64))
+        assert peaks[-1] == peak_memory_bytes(spec, "split", bytes_per_element=4, t=t)
+    assert peaks == sorted(peaks, reverse=True)
+
+
+def test_a_squeeze_excite_block_holds_its_whole_depthwise_output():
+    """The gate needs the mean of the whole depthwise output: with many chunks, an SE block's
+    step is that tensor plus its output (or plus a slice), never just slices."""
+    se, plain = (
+        ArchSpec(16, 8, (StageSpec(1, 8, 1, 1), StageSpec(6, 16, 1, 1, se_ratio=s)), 8, 3, stem_stride=1)
+        for s in (0.25, 0.0)
+    )
+    t = 16
+    hidden_whole = 48 * 16 * 16 * 4
+    models = {spec: build_model(spec).eval() for spec in (se, plain)}
+    peaks = {spec: measured_peak(SplitExecutor(m, t), 16) for spec, m in models.items()}
+    assert peaks[se] == peak_memory_bytes(se, "split", bytes_per_element=4, t=t)
+    assert peaks[se] >= hidden_whole > peaks[plain]
 
 
 def measured_naive_peak(executor: NaiveExecutor, resolution: int) -> int:

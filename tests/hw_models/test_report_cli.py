@@ -56,6 +56,6 @@ def test_report_takes_reference_zoo_names(capsys):
     out = capsys.readouterr().out
     assert "MAdds:      216,589,760" in out and "5,483,032 with BN" in out
     assert "s5.b2.se_reduce" in out and "last_conv" in out
-    assert "peak memory (naive): not modelled" in out
+    assert "peak memory (naive, 2 B/element): " in out and "peak memory (split t=4, 2 B/element): " in out
     assert main(["--arch", "mnasnet_a1", "--width-mult", "1.4"]) == 2
     assert "width_mult applies to mobilenet_v2 only" in capsys.readouterr().err
