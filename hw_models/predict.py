@@ -21,6 +21,7 @@ from importlib import resources
 
 import numpy as np
 
+from invres_utils.atomic_files import check_writable_file
 from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.mobilenet import mobilenet_v2
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.write_pixel_target:
+            check_writable_file(args.write_pixel_target)  # before the fit
             target = fit_pixel_target()
             target.save(args.write_pixel_target)
             print(f"wrote {args.write_pixel_target}: {describe_target(target)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from invres_utils.cli import OneLineParser, positive_int
@@ -18,7 +19,12 @@ def resolve_arch(value: str, width_mult: float = 1.0, resolution: int | None = N
         raise ValueError(f"--resolution must be an integer >= 1, but got {resolution!r}")
     if value in REFERENCE_NAMES:
         return reference_arch(value, width_mult, 224 if resolution is None else resolution)
-    spec = parse_arch(value)
+    try:
+        spec = parse_arch(value)
+    except ValueError as e:
+        if os.path.isfile(value) and value not in str(e):  # name the file the message is about
+            raise ValueError(f"architecture file {value}: {e}") from None
+        raise
     return spec if resolution is None else spec.replace(resolution=resolution)
 
 

@@ -35,6 +35,7 @@ def inputs(tmp_path, monkeypatch) -> Path:
     (tmp_path / "folder").mkdir()
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "empty.json").write_text("")
+    (tmp_path / "list.json").write_text("[1, 2]")  # JSON, but not an object
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "latin1.csv").write_bytes("arch,latency_ms\n\xe9t\xe9,1\n".encode("latin-1"))
     (tmp_path / "no-usable-rows.csv").write_text("arch,latency_ms\nnonsense,1\nin32_c16_s2,-4\n")
@@ -109,6 +110,7 @@ CASES = [
     ("calibrate unknown base", calibrate.main, ["{t}/good.csv", "--name", "x", "--base", "iphone99"], "'iphone99'"),
     ("calibrate corrupt base", calibrate.main, ["{t}/good.csv", "--name", "x", "--base", "{t}/bad.json"], "bad.json"),
     ("calibrate empty base", calibrate.main, ["{t}/good.csv", "--name", "x", "--base", "{t}/empty.json"], "empty.json"),
+    ("calibrate list as base", calibrate.main, ["{t}/good.csv", "--name", "x", "--base", "{t}/list.json"], "list.json"),
     ("calibrate path as name", calibrate.main, ["{t}/good.csv", "--name", "../x"], "'../x'"),
     ("calibrate unknown mode", calibrate.main, ["{t}/good.csv", "--name", "x", "--mode", "fit"], "--mode"),
     (
@@ -209,6 +211,7 @@ CASES = [
     ),
     ("profile unknown space", profile.main, ["--target-name", "x", "--space", "nope"], "unknown search space 'nope'"),
     ("profile corrupt space", profile.main, ["--target-name", "x", "--space", "{t}/bad.json"], "not valid JSON"),
+    ("profile list as space", profile.main, ["--target-name", "x", "--space", "{t}/list.json"], "list.json"),
     ("profile folder as space", profile.main, ["--target-name", "x", "--space", "{t}/folder"], "{t}/folder"),
     ("profile unknown runtime", profile.main, ["--target-name", "x", "--runtime", "tvm"], "--runtime"),
     ("profile path as name", profile.main, ["--target-name", "a/b"], "'a/b'"),
@@ -230,6 +233,12 @@ CASES = [
     ("report missing arch file", report.main, ["--arch", "{t}/nowhere.json"], "nowhere.json"),
     ("report corrupt arch file", report.main, ["--arch", "{t}/bad.json"], "bad.json is not valid JSON"),
     ("report empty arch file", report.main, ["--arch", "{t}/empty.json"], "empty.json is not valid JSON"),
+    (
+        "report list as arch",
+        report.main,
+        ["--arch", "{t}/list.json"],
+        "{t}/list.json: an architecture must be a JSON object",
+    ),
     ("report folder as arch", report.main, ["--arch", "{t}/folder"], "{t}/folder"),
     ("report unknown arch", report.main, ["--arch", "resnet50"], "'resnet50'"),
     (
@@ -243,6 +252,14 @@ CASES = [
     ("predict unknown target", predict.main, ["--arch", "mobilenet_v2", "--target", "iphone99"], "'iphone99'"),
     ("predict corrupt target", predict.main, ["--arch", "mobilenet_v2", "--target", "{t}/bad.json"], "bad.json"),
     ("predict empty target", predict.main, ["--arch", "mobilenet_v2", "--target", "{t}/empty.json"], "empty.json"),
+    ("predict list as target", predict.main, ["--arch", "mobilenet_v2", "--target", "{t}/list.json"], "list.json"),
+    (
+        "predict folder as target",
+        predict.main,
+        ["--arch", "mobilenet_v2", "--target", "{t}/folder"],
+        "{t}/folder is a directory",
+    ),
+    ("predict list as arch", predict.main, ["--arch", "{t}/list.json"], "{t}/list.json"),
     ("predict CSV as target", predict.main, ["--arch", "mobilenet_v2", "--target", "{t}/good.csv"], "good.csv"),
     ("predict corrupt arch", predict.main, ["--arch", "{t}/bad.json"], "bad.json"),
     (
