@@ -1,6 +1,7 @@
 """Peak activation memory and time of the Section 5 executor against the number of chunks t.
 
-For t = 1..T, runs MobileNetV2 (default 1.0@224, fp32, batch 1) with
+For t = 1..T, runs MobileNetV2 (default 1.0@224, fp32, batch 1; ``--arch`` for any reference-zoo
+network, arch.json or compact string, e.g. ``--arch mobilenet_v3_large``) with
 ``hw_models.executor.SplitExecutor`` and prints:
 
 - measured: peak bytes of live activation storages (``hw_models.memtrace``: every tensor an aten
@@ -17,8 +18,8 @@ Printed for reference: plain layer-by-layer inference with batch norm folded
 ``peak_memory_bytes(spec, "naive")``, and the plain ``model.eval()`` forward (nn.Module, batch norm
 not folded).
 
-    python benchmarks/memory_split.py [--resolution 224] [--width-mult 1.0] [--max-t 8]
-        [--repeats 30] [--threads 1] [--proxy]
+    python benchmarks/memory_split.py [--arch mobilenet_v2] [--resolution 224] [--width-mult 1.0]
+        [--max-t 8] [--repeats 30] [--threads 1] [--proxy]
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import torch
 from hw_models import peak_memory_bytes
 from hw_models.executor import NaiveExecutor, SplitExecutor
 from hw_models.memtrace import measure_peak_bytes
-from search_spaces import ArchSpec, build_model, get_space, mobilenet_v2
+from hw_models.report import resolve_arch
+from search_spaces import ArchSpec, build_model, get_space
 
 try:
     from benchmarks._cli import Parser, positive_float, positive_int
@@ -134,7 +136,10 @@ def run(spec: ArchSpec, max_t: int, repeats: int, seed: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolution", type=positive_int, default=224)
+    parser.add_argument(
+        "--arch", default="mobilenet_v2", help="a reference-zoo name, an arch.json path or a compact string"
+    )
+    parser.add_argument("--resolution", type=positive_int, default=None, help="default: the architecture's (224)")
     parser.add_argument("--width-mult", type=positive_float, default=1.0)
     parser.add_argument("--max-t", type=positive_int, default=8, help="largest number of chunks t")
     parser.add_argument("--repeats", type=positive_int, default=30, help="timing rounds (the median is kept)")
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
-        spec = mobilenet_v2(args.width_mult, args.resolution)
+        spec = resolve_arch(args.arch, args.width_mult, args.resolution)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
