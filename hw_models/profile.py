@@ -475,9 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         default=100,
         help="timing samples per part (--statistic says which figure of them is kept)",
     )
-    parser.add_argument(
-        "--max-blocks", type=positive_int, default=None, help="profile only this many blocks (quick runs)"
-    )
+    parser.add_argument("--max-blocks", type=int, default=None, help="profile only this many blocks (quick runs)")
     parser.add_argument(
         "--overhead-archs",
         type=positive_int,

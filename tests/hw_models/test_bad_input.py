@@ -201,7 +201,7 @@ CASES = [
         "profile zero blocks",
         profile.main,
         ["--target-name", "x", "--max-blocks", "0"],
-        "--max-blocks: must be an integer >= 1",
+        "max_blocks must be an integer >= 1, but got 0",
     ),
     (
         "profile zero networks",
