@@ -14,6 +14,27 @@ A network is a sequence of ops, each lowered the way mobile inference engines lo
 - the classifier is a matrix-vector product bound by reading its weights;
 - every op writes its output tensor (``activations``) and costs a fixed dispatch overhead (``layers``).
 
+The ops MobileNetV3-style networks add (:data:`OPS`) have features of their own, which are 0 for a
+MobileNetV2-family network, so a target fitted on MobileNetV2 rows predicts those exactly as before:
+
+- squeeze-excitation (MobileNetV3 Section 5.3) is a global average pool over the block's hidden
+  tensor, two 1x1 convs with bias on the pooled vector, the gate (hard sigmoid or sigmoid) and the
+  channel-wise scale of the hidden tensor. The two convs are matrix-vector products
+  (``matvec_weights``: one multiply-accumulate per weight read, ``2 * hidden * squeeze``); the pool
+  and the scale are each one pass over the hidden tensor and the gate one over the pooled vector
+  (``elementwise``); its 5 small ops (pool, 2 convs, gate, scale) have a fixed cost per module
+  (``squeeze_excitations``: runtimes dispatch them differently from a conv + batch norm +
+  activation, so not ``layers``), and it writes its two conv outputs (``activations``);
+- h-swish (MobileNetV3 eq. (2)) is not fused into its conv as ReLU and ReLU6 are (TF-Lite has a
+  separate ``HARD_SWISH`` op): one extra pass over every tensor it activates (``elementwise``);
+  ReLU costs what ReLU6 costs;
+- the MobileNetV3 head pools before its 1x1 "last" conv, which therefore is a matrix-vector product
+  on the pooled vector (``matvec_weights``: ``head_channels * last_channels``), one more op.
+
+Which of these ops a target has a basis for is part of the target (``LatencyTarget.ops``): a
+target fitted or profiled without them refuses networks that use them rather than predicting
+their cost as 0.
+
 A target's latency is ``scale * sum_f coefficient_f * feature_f(spec)`` with every coefficient
 ``>= 0``. Every feature grows (weakly) with expansion, width, repeats, kernel size and resolution,
 so every such model is monotone in them. Residual additions are not a feature: whether a block
@@ -36,7 +57,6 @@ from search_spaces.arch import (
     block_plan,
     conv_out_size,
     final_size,
-    require_mobilenet_v2_ops,
 )
 
 # The one place the features are defined: their order is the order of every coefficient vector
@@ -51,6 +71,9 @@ FEATURES: tuple[str, ...] = (
     "fc_weights",
     "activations",
     "layers",
+    "matvec_weights",
+    "elementwise",
+    "squeeze_excitations",
 )
 FEATURE_DOCS: dict[str, str] = {
     "gemm_macs": "sum over stem/pointwise/head convs of H_out*W_out*ceil_tile_k(C_in*k^2)*ceil_tile_n(C_out)",
@@ -62,6 +85,25 @@ FEATURE_DOCS: dict[str, str] = {
     "fc_weights": "classifier weights C_last*num_classes (matrix-vector product)",
     "activations": "elements written by every conv and the classifier",
     "layers": "number of conv and linear ops (dispatch overhead)",
+    "matvec_weights": (
+        "weights of the 1x1 convs applied to a pooled vector: squeeze-excitation's two (2*hidden*squeeze) and "
+        "the MobileNetV3 head's last conv (head_channels*last_channels); matrix-vector products"
+    ),
+    "elementwise": (
+        "elements of the passes MobileNetV2 does not have: squeeze-excitation's pool and channel-wise scale "
+        "(each H*W*hidden) and gate (hidden), and h-swish (every tensor it activates, once)"
+    ),
+    "squeeze_excitations": (
+        "number of squeeze-excitation modules (the fixed cost of their 5 small ops: pool, 2 convs, gate, scale)"
+    ),
+}
+# Ops beyond MobileNetV2's (ReLU6, no squeeze-excitation, the conv head) with a cost in the model;
+# a target lists those it has a basis for. ReLU costs what ReLU6 costs and needs no basis.
+OPS: tuple[str, ...] = ("squeeze_excitation", "hswish", "mbv3_head")
+OP_NAMES: dict[str, str] = {
+    "squeeze_excitation": "squeeze-excitation",
+    "hswish": "h-swish",
+    "mbv3_head": "the MobileNetV3 head",
 }
 FORMULA = "latency_ms = scale * sum_f coefficient_f * feature_f(spec), coefficients >= 0"
 TILES: tuple[int, ...] = (1, 4, 8, 16, 32)
@@ -71,7 +113,22 @@ IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
 _N = len(FEATURES)
 # indices into a feature vector, in FEATURES order (tests/hw_models/test_predict.py checks the names)
-_GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS = range(_N)
+(_GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS, _MATVEC, _ELEMENTWISE, _SE) = (
+    range(_N)
+)
+_NO_V3_OPS = [0.0, 0.0, 0.0]  # the last three features of a MobileNetV2-family network
+
+
+def spec_ops(spec: ArchSpec) -> tuple[str, ...]:
+    """The ops of :data:`OPS` that ``spec`` uses, in that order."""
+    if spec.mobilenet_v2_ops:
+        return ()
+    used = {
+        "squeeze_excitation": any(s.se_ratio > 0 for s in spec.stages),
+        "hswish": "hswish" in (spec.stem_activation, spec.head_activation, *(s.activation for s in spec.stages)),
+        "mbv3_head": spec.head == "mbv3",
+    }
+    return tuple(op for op in OPS if used[op])
 
 
 def as_tile(tile: int | Tile) -> Tile:
@@ -86,14 +143,34 @@ def _ceil(value: int, tile: int) -> int:
     return -(-value // tile) * tile
 
 
-def _gemm(acc: list[float], pixels: int, k: int, n: int, tile: Tile) -> None:
+def _gemm(acc: list[float], pixels: int, k: int, n: int, tile: Tile, activation: str = "relu6") -> None:
     acc[_GEMM_MACS] += pixels * _ceil(k, tile[0]) * _ceil(n, tile[1])
     acc[_GEMM_WEIGHTS] += k * n
     acc[_ACT] += pixels * n
     acc[_LAYERS] += 1
+    if activation == "hswish":
+        acc[_ELEMENTWISE] += pixels * n
 
 
-def _depthwise(acc: list[float], in_pixels: int, out_pixels: int, channels: int, kernel: int) -> None:
+def _matvec(acc: list[float], k: int, n: int, activation: str = "relu6") -> None:
+    """A 1x1 conv on a pooled (1x1) tensor (the MobileNetV3 head's last conv)."""
+    acc[_MATVEC] += k * n
+    acc[_ACT] += n
+    acc[_LAYERS] += 1
+    if activation == "hswish":
+        acc[_ELEMENTWISE] += n
+
+
+def _squeeze_excite(acc: list[float], pixels: int, hidden: int, squeeze: int) -> None:
+    acc[_MATVEC] += 2 * hidden * squeeze  # reduce (its ReLU fused) and expand
+    acc[_ACT] += squeeze + hidden
+    acc[_ELEMENTWISE] += 2 * pixels * hidden + hidden  # pool and scale over the hidden tensor, gate
+    acc[_SE] += 1
+
+
+def _depthwise(
+    acc: list[float], in_pixels: int, out_pixels: int, channels: int, kernel: int, activation: str = "relu6"
+) -> None:
     taps = kernel * kernel
     macs = out_pixels * channels * taps
     acc[_DW_MACS] += macs
@@ -104,19 +181,38 @@ def _depthwise(acc: list[float], in_pixels: int, out_pixels: int, channels: int,
         acc[_DW_K7] += macs
     acc[_ACT] += out_pixels * channels
     acc[_LAYERS] += 1
+    if activation == "hswish":
+        acc[_ELEMENTWISE] += out_pixels * channels
 
 
 def _block(acc: list[float], p: BlockPlan, tile: Tile) -> None:
     if p.hidden != p.in_channels:
-        _gemm(acc, p.in_size * p.in_size, p.in_channels, p.hidden, tile)
-    _depthwise(acc, p.in_size * p.in_size, p.out_size * p.out_size, p.hidden, p.kernel_size)
-    _gemm(acc, p.out_size * p.out_size, p.hidden, p.out_channels, tile)
+        _gemm(acc, p.in_size * p.in_size, p.in_channels, p.hidden, tile, p.activation)
+    out_pixels = p.out_size * p.out_size
+    _depthwise(acc, p.in_size * p.in_size, out_pixels, p.hidden, p.kernel_size, p.activation)
+    if p.se_channels:
+        _squeeze_excite(acc, out_pixels, p.hidden, p.se_channels)
+    _gemm(acc, out_pixels, p.hidden, p.out_channels, tile)
 
 
-def stem_features(resolution: int, stem_channels: int, stem_stride: int, tile: int | Tile) -> np.ndarray:
+def _stem(acc: list[float], resolution: int, channels: int, stride: int, tile: Tile, activation: str) -> None:
+    size = conv_out_size(resolution, stride)
+    _gemm(acc, size * size, IMAGE_CHANNELS * STEM_KERNEL * STEM_KERNEL, channels, tile, activation)
+
+
+def _classifier(acc: list[float], last_channels: int, num_classes: int, head_channels: int, activation: str) -> None:
+    if head_channels:  # the MobileNetV3 head's last conv, on the pooled vector
+        _matvec(acc, head_channels, last_channels, activation)
+    acc[_FC] += last_channels * num_classes
+    acc[_ACT] += num_classes
+    acc[_LAYERS] += 1
+
+
+def stem_features(
+    resolution: int, stem_channels: int, stem_stride: int, tile: int | Tile, activation: str = "relu6"
+) -> np.ndarray:
     acc = [0.0] * _N
-    size = conv_out_size(resolution, stem_stride)
-    _gemm(acc, size * size, IMAGE_CHANNELS * STEM_KERNEL * STEM_KERNEL, stem_channels, as_tile(tile))
+    _stem(acc, resolution, stem_channels, stem_stride, as_tile(tile), activation)
     return np.array(acc)
 
 
@@ -126,18 +222,38 @@ def block_features(plan: BlockPlan, tile: int | Tile) -> np.ndarray:
     return np.array(acc)
 
 
-def head_features(in_channels: int, last_channels: int, size: int, tile: int | Tile) -> np.ndarray:
+def head_features(
+    in_channels: int, channels: int, size: int, tile: int | Tile, activation: str = "relu6"
+) -> np.ndarray:
+    """The 1x1 conv after the last block, to ``channels`` (``last_channels``, or ``head_channels``
+    of the MobileNetV3 head)."""
     acc = [0.0] * _N
-    _gemm(acc, size * size, in_channels, last_channels, as_tile(tile))
+    _gemm(acc, size * size, in_channels, channels, as_tile(tile), activation)
     return np.array(acc)
 
 
-def classifier_features(last_channels: int, num_classes: int) -> np.ndarray:
+def classifier_features(
+    last_channels: int, num_classes: int, head_channels: int = 0, activation: str = "relu6"
+) -> np.ndarray:
+    """The classifier, after the MobileNetV3 head's last conv (``head_channels`` -> ``last_channels``,
+    with ``activation``) when ``head_channels`` is not 0; the pool is not costed (every network
+    has one)."""
     acc = [0.0] * _N
-    acc[_FC] += last_channels * num_classes
-    acc[_ACT] += num_classes
-    acc[_LAYERS] += 1
+    _classifier(acc, last_channels, num_classes, head_channels, activation)
     return np.array(acc)
+
+
+def network_parts(spec: ArchSpec, tile: int | Tile) -> list[np.ndarray]:
+    """The feature vectors of ``spec``'s parts: stem, every block, head, classifier."""
+    size = final_size(spec)
+    head_channels = spec.head_channels if spec.head == "mbv3" else 0
+    parts = [stem_features(spec.resolution, spec.stem_channels, spec.stem_stride, tile, spec.stem_activation)]
+    parts += [block_features(p, tile) for p in block_plan(spec)]
+    parts.append(
+        head_features(spec.stages[-1].channels, head_channels or spec.last_channels, size, tile, spec.head_activation)
+    )
+    parts.append(classifier_features(spec.last_channels, spec.num_classes, head_channels, spec.head_activation))
+    return parts
 
 
 def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
@@ -149,8 +265,8 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
     (input = output channels, stride 1), so its features are counted once and multiplied by
     ``repeats - 1``. The shapes follow :func:`search_spaces.arch.block_plan` (hidden width
     ``C_in * t``, no expansion conv when ``t = 1``, SAME padding); a test checks both agree.
-    A stage with per-block kernels or expansions goes block by block (:func:`block_features`)."""
-    require_mobilenet_v2_ops(spec, "the latency op model")
+    Any other network (per-block kernels or expansions, squeeze-excitation, h-swish, the
+    MobileNetV3 head) goes block by block, as :func:`network_parts` adds up."""
     if not spec.plain:
         return _spec_features_per_block(spec, tile)
     tk, tn = as_tile(tile)
@@ -222,16 +338,22 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
         float(n * spec.num_classes),
         float(activations),
         float(layers + 2),
+        *_NO_V3_OPS,
     ]
 
 
 def _spec_features_per_block(spec: ArchSpec, tile: int | Tile) -> list[float]:
-    total = stem_features(spec.resolution, spec.stem_channels, spec.stem_stride, tile)
+    """:func:`network_parts` summed, accumulated in one list (this runs per prediction)."""
+    tile = as_tile(tile)
+    acc = [0.0] * _N
+    _stem(acc, spec.resolution, spec.stem_channels, spec.stem_stride, tile, spec.stem_activation)
     for plan in block_plan(spec):
-        total = total + block_features(plan, tile)
-    total = total + head_features(spec.stages[-1].channels, spec.last_channels, final_size(spec), tile)
-    total = total + classifier_features(spec.last_channels, spec.num_classes)
-    return [float(v) for v in total]
+        _block(acc, plan, tile)
+    head_channels = spec.head_channels if spec.head == "mbv3" else 0
+    size = final_size(spec)
+    _gemm(acc, size * size, spec.stages[-1].channels, head_channels or spec.last_channels, tile, spec.head_activation)
+    _classifier(acc, spec.last_channels, spec.num_classes, head_channels, spec.head_activation)
+    return acc
 
 
 def feature_matrix(specs: Sequence[ArchSpec], tile: int | Tile) -> np.ndarray:
@@ -301,9 +423,7 @@ def fit_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return fit_data(FitData.absolute(x, y))
 
 
-def fit_data(
-    data: FitData, active: np.ndarray | None = None, balance: bool = False, iterations: int = 3
-) -> np.ndarray:
+def fit_data(data: FitData, active: np.ndarray | None = None, balance: bool = False, iterations: int = 3) -> np.ndarray:
     """Non-negative coefficients minimising the squared relative errors of
     :meth:`FitData.relative_errors` (only the ``active`` features; the others are 0).
 
@@ -402,9 +522,7 @@ def fit_matrices(
     the remaining rows only, so the choice of tile does not flatter the figure.
     Returns ``(coefficients, tile, fit_report)``.
     """
-    data = {
-        as_tile(t): (m if isinstance(m, FitData) else FitData.absolute(m, latencies_ms)) for t, m in mats.items()
-    }
+    data = {as_tile(t): (m if isinstance(m, FitData) else FitData.absolute(m, latencies_ms)) for t, m in mats.items()}
     mask = feature_mask(active)
     first = next(iter(data.values()))
     n, n_abs = len(first), first.num_absolute
@@ -455,6 +573,8 @@ __all__ = [
     "FEATURES",
     "FEATURE_DOCS",
     "FORMULA",
+    "OPS",
+    "OP_NAMES",
     "TILES",
     "TILE_PAIRS",
     "FitData",
@@ -472,6 +592,8 @@ __all__ = [
     "fit_nnls",
     "head_features",
     "loo_relative_errors",
+    "network_parts",
     "spec_features",
+    "spec_ops",
     "stem_features",
 ]

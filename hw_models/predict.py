@@ -8,6 +8,10 @@ kernels, expansion 3 and 6), the latter as ratios to the MobileNetV2 1.0@224 lat
 source measured, and nothing else. Other published phone latencies are kept aside to check that
 the model generalises: none of them is in this repository, so nothing is fitted, tuned or tested on
 them (``mobilenet_v2_pixel1_heldout.csv`` holds the other TF-slim rows' MAdds and parameters only).
+
+No published phone latency of a network with squeeze-excitation, h-swish or the MobileNetV3 head
+may be fitted on, so the coefficients of their features (``matvec_weights``, ``elementwise``) are
+*derived* from fitted ones, not fitted, and not validated on a phone (:data:`PIXEL_DERIVED`).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from search_spaces.arch import ArchSpec, parse_arch
 from search_spaces.mobilenet import mobilenet_v2
 
 from .analytic import count_madds
-from .opmodel import TILE_PAIRS, FitData, cv_data_errors, feature_matrix, fit_matrices
+from .opmodel import FEATURES, OPS, TILE_PAIRS, FitData, cv_data_errors, feature_matrix, fit_matrices
 from .targets import LatencyTarget, known_targets, load_target
 
 PIXEL_REFERENCE = "mobilenet_v2_pixel1.csv"
@@ -36,6 +40,32 @@ PIXEL_NETWORKS = "nas_networks_pixel1.csv"
 # other networks are too few to separate a per-layer overhead or output traffic from the GEMM and
 # depthwise terms, so those coefficients (and the second, input-side depthwise form) stay 0.
 PIXEL_FEATURES: tuple[str, ...] = ("gemm_macs", "gemm_weights", "dw_macs", "dw_macs_k5", "dw_macs_k7", "fc_weights")
+# Features of ops no fitting row has: each coefficient is the sum of the fitted coefficients of the
+# work the runtime does for it, and why.
+PIXEL_DERIVED: dict[str, tuple[dict[str, int], str]] = {
+    "matvec_weights": (
+        {"gemm_macs": 1, "gemm_weights": 1},
+        "a 1x1 conv on a pooled vector (squeeze-excitation's two, the MobileNetV3 head's last conv) is a CONV_2D op "
+        "with one output pixel in the TF-Lite graph, so each weight costs what the fit gives a 1x1 conv's weight "
+        "at one pixel: one multiply-accumulate (gemm_macs) plus its packing (gemm_weights), tile rounding aside. "
+        "Not the classifier's fc_weights coefficient: the classifier (a FULLY_CONNECTED op) has the same size in "
+        "almost every fitting row, so the fit cannot identify its cost and leaves it at 0",
+    ),
+    "elementwise": (
+        {"dw_macs": 1, "dw_input": 1},
+        "squeeze-excitation's channel-wise scale is a 1x1 depthwise conv whose weights are the gate, and its global "
+        "pool a depthwise conv whose kernel covers the whole map (one tap per input element); an h-swish pass "
+        "(TF-Lite's HARD_SWISH op: add, clamp, two multiplies per element) is taken to cost the same one-tap pass. "
+        "So each element costs one depthwise tap (dw_macs + dw_input). The fitted depthwise cost per tap is small "
+        "(depthwise work is nearly proportional to pointwise work in the fitting rows, which absorb part of it), "
+        "so these passes are probably under-costed",
+    ),
+    "squeeze_excitations": (
+        {"layers": 5},
+        "a squeeze-excitation module runs 5 small ops (MEAN, two CONV_2D, the gate, MUL), each at the fit's fixed "
+        "cost per op (layers); the fit cannot identify a per-op overhead and leaves it at 0, so this is 0 too",
+    ),
+}
 
 
 def predict_latency_ms(
@@ -106,12 +136,19 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
     """Fit the ``pixel`` target from the in-repo reference tables (deterministic but for ``date``)."""
     specs = pixel_reference_data()[0]
     names, net_specs, _, _ = pixel_network_data()
-    coef, tile, report = fit_matrices(
-        {t: pixel_fit_data(t) for t in TILE_PAIRS}, active=PIXEL_FEATURES, balance=True
-    )
+    coef, tile, report = fit_matrices({t: pixel_fit_data(t) for t in TILE_PAIRS}, active=PIXEL_FEATURES, balance=True)
     n_abs = report["absolute_rows"]
     madds = madds_rule_errors()
-    draft = LatencyTarget(name="pixel", coefficients=tuple(float(c) for c in coef), tile=tile[0], tile_n=tile[1], provenance={})
+    for feature, (units, _) in PIXEL_DERIVED.items():
+        coef[FEATURES.index(feature)] = sum(n * coef[FEATURES.index(u)] for u, n in units.items())
+    draft = LatencyTarget(
+        name="pixel",
+        coefficients=tuple(float(c) for c in coef),
+        tile=tile[0],
+        tile_n=tile[1],
+        provenance={},
+        ops=OPS,
+    )
     fit = {
         **report,
         "metric": (
@@ -131,7 +168,9 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
         description=(
             "Float TF-Lite on the big core of a Google Pixel 1, the device of the MobileNetV2 tables. "
             "Per-op model fitted to the published MobileNetV2 width/resolution latencies and to searched "
-            "networks with 3x3/5x5/7x7 kernels and expansion 3/6 (as ratios to MobileNetV2 of their own source)."
+            "networks with 3x3/5x5/7x7 kernels and expansion 3/6 (as ratios to MobileNetV2 of their own source). "
+            "The costs of squeeze-excitation, h-swish and the MobileNetV3 head are derived from the fitted "
+            "coefficients (provenance.derived_features), not fitted, and not validated on a phone."
         ),
         provenance={
             "device": "Google Pixel 1, big core (Snapdragon 821)",
@@ -146,6 +185,10 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
                 "latency ratio to MobileNetV2 1.0@224 of the same source)"
             ),
             "features": list(PIXEL_FEATURES),
+            "derived_features": {
+                feature: f"{_weighted_sum(units)} (not fitted, not validated on a phone): {why}"
+                for feature, (units, why) in PIXEL_DERIVED.items()
+            },
             "date": date or _dt.date.today().isoformat(),
             "method": (
                 "non-negative least squares on relative error (ratio rows on the relative error of the ratio), "
@@ -155,6 +198,10 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
         },
         fit=fit,
     )
+
+
+def _weighted_sum(units: dict[str, int]) -> str:
+    return " + ".join(f"{n} x {u}" if n != 1 else u for u, n in units.items()) + " coefficient(s)"
 
 
 def _row_labels() -> list[str]:

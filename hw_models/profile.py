@@ -1,12 +1,14 @@
 """``python -m hw_models.profile --target-name host``: build a latency target for this machine.
 
-Measures every part a search space can contain (stem, each distinct inverted-residual block,
-head, pool + classifier) on this machine with the chosen runtime and thread count: with PyTorch
+Measures every part a search space can contain (stem, each distinct inverted-residual block with
+its squeeze-excitation and activations, head, pool + [MobileNetV3 last conv +] classifier) on this machine with the chosen runtime and thread count: with PyTorch
 inside a set of whole networks that together contain every part (so parts see the caches and call
 overheads of a real forward pass), with ONNX Runtime each part exported and timed in its own
 session. Fits the per-network overhead (end to end minus the sum of parts) and the per-op model
 to the same measurements (the fallback for parts not in the table), and writes a target JSON (by
-default into the user target directory, so ``--target NAME`` finds it).
+default into the user target directory, so ``--target NAME`` finds it). A measured target
+describes the space it was profiled on: the ops beyond MobileNetV2's that its networks use
+(squeeze-excitation, h-swish, the MobileNetV3 head) are the ones it can predict.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 
 from .measure import RUNTIMES, STATISTICS, cpu_name, runners, summarize, time_interleaved, torch_threads
-from .opmodel import TILE_PAIRS, fit_matrices
+from .opmodel import OPS, TILE_PAIRS, fit_matrices, spec_ops
 from .targets import (
     LatencyTarget,
     LookupTable,
@@ -60,23 +62,36 @@ class Part:
 def _context_params(space: SearchSpace, stage: int) -> Iterator[dict[str, Any]]:
     """Choices of the stages before ``stage`` that can change its blocks: the previous stage's
     width (its input channels) and, with the ``expansion`` shortcut, what the previous block's
-    expanded tensor looks like (previous expansion, repeats and the width before it)."""
+    expanded tensor looks like (previous expansion, repeats and the width before it). The
+    previous stage's blocks all take one expansion (per-block stages included): its last block's
+    is what matters."""
     if stage == 0:
         yield {}
         return
     prev = space.stages[stage - 1]
+    k = min(prev.kernel_sizes)
     if "expansion" not in space.shortcuts:
         for c in prev.channels:
-            yield {f"s{stage - 1}_channels": c}
+            yield space.stage_params(stage - 1, min(prev.expansions), c, min(prev.repeats), k)
         return
     before = space.stages[stage - 2].channels if stage >= 2 else (None,)
     for c, t, r, c2 in itertools.product(
         prev.channels, prev.expansions, {min(prev.repeats), max(prev.repeats)}, before
     ):
-        params: dict[str, Any] = {f"s{stage - 1}_channels": c, f"s{stage - 1}_expansion": t, f"s{stage - 1}_repeats": r}
+        params = space.stage_params(stage - 1, t, c, r, k)
         if c2 is not None:
             params[f"s{stage - 2}_channels"] = c2
         yield params
+
+
+def _previous_block_expansions(space: SearchSpace, stage: int, expansion: int) -> Iterator[int | None]:
+    """With the ``expansion`` shortcut, a block of a per-block stage sees the expanded tensor of
+    the block before it, which may have another expansion: the expansions that block can take
+    (``None``: the same as this one's, the only case for a per-stage expansion)."""
+    st = space.stages[stage]
+    yield None
+    if st.per_block and max(st.repeats) > 1 and "expansion" in space.shortcuts:
+        yield from (t for t in st.expansions if t != expansion)
 
 
 def space_parts(space: SearchSpace) -> list[Part]:
@@ -95,36 +110,44 @@ def space_parts(space: SearchSpace) -> list[Part]:
         for i, st in enumerate(space.stages):
             for ctx in _context_params(space, i):
                 for t, c, k in itertools.product(st.expansions, st.channels, st.kernel_sizes):
-                    params = {
-                        **common,
-                        **ctx,
-                        f"s{i}_expansion": t,
-                        f"s{i}_channels": c,
-                        f"s{i}_kernel": k,
-                        f"s{i}_repeats": max(st.repeats),
-                    }
-                    spec = space.spec_from_params(params)
-                    keys = spec_part_keys(spec)
-                    for plan, key in zip(block_plan(spec), keys["blocks"]):
-                        if plan.stage == i:
-                            add("blocks", key, spec, plan)
-                    if i == 0:
-                        add("stem", keys["stem"][0], spec)
-                    if i == len(space.stages) - 1:
-                        add("head", keys["head"][0], spec)
-                        add("classifier", keys["classifier"][0], spec)
+                    for t_first in _previous_block_expansions(space, i, t):
+                        params = {**common, **ctx, **space.stage_params(i, t, c, max(st.repeats), k)}
+                        if t_first is not None:  # the second block sees a first block of another expansion
+                            params[f"s{i}_b0_expansion"] = t_first
+                        _add_stage_parts(add, space, space.spec_from_params(params), i)
     return sorted(found.values(), key=lambda p: (PART_ORDER.index(p.kind), str(p.key)))
 
 
-class _Tail(nn.Module):
-    """Global pool -> flatten -> dropout -> classifier, as ``InvertedResidualNet.forward`` ends."""
+def _add_stage_parts(add: Callable[..., None], space: SearchSpace, spec: ArchSpec, i: int) -> None:
+    """The blocks of stage ``i`` of ``spec`` (and its stem or head and classifier at the ends)."""
+    keys = spec_part_keys(spec)
+    for plan, key in zip(block_plan(spec), keys["blocks"]):
+        if plan.stage == i:
+            add("blocks", key, spec, plan)
+    if i == 0:
+        add("stem", keys["stem"][0], spec)
+    if i == len(space.stages) - 1:
+        add("head", keys["head"][0], spec)
+        add("classifier", keys["classifier"][0], spec)
 
-    def __init__(self, pool: nn.Module, dropout: nn.Module, classifier: nn.Module) -> None:
+
+class _Tail(nn.Module):
+    """Global pool -> [MobileNetV3 last conv] -> flatten -> dropout -> classifier, as
+    ``InvertedResidualNet.forward`` ends."""
+
+    def __init__(self, net: InvertedResidualNet) -> None:
         super().__init__()
-        self.pool, self.dropout, self.classifier = pool, dropout, classifier
+        self.pool, self.last_conv, self.dropout, self.classifier = net.pool, net.last_conv, net.dropout, net.classifier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.pool(x).flatten(1)))
+        return _tail(self, x)
+
+
+def _tail(net: InvertedResidualNet | _Tail, x: torch.Tensor) -> torch.Tensor:
+    x = net.pool(x)
+    if net.last_conv is not None:
+        x = net.last_conv(x)
+    return net.classifier(net.dropout(x.flatten(1)))
 
 
 class _WideBlock(nn.Module):
@@ -154,10 +177,11 @@ def part_module(part: Part, generator: torch.Generator) -> tuple[nn.Module, tupl
     net = build_model(spec).eval()
     if part.kind == "stem":
         return net.stem, (1, 3, spec.resolution, spec.resolution)
-    size = part.key[2] if part.kind == "head" else part.key[1]
     if part.kind == "head":
+        size = part.key[2]
         return net.head, (1, spec.stages[-1].channels, size, size)
-    return _Tail(net.pool, net.dropout, net.classifier).eval(), (1, spec.last_channels, size, size)
+    size, pooled = part.key[1], part.key[3] or spec.last_channels
+    return _Tail(net).eval(), (1, pooled, size, size)
 
 
 def covering_networks(
@@ -165,14 +189,16 @@ def covering_networks(
 ) -> list[ArchSpec]:
     """A small set of networks that together contain every ``(kind, key)`` in ``needed``: greedy
     set cover over ``pool`` random networks of ``space`` at maximal depth plus the networks that
-    revealed each part (which guarantee a cover exists)."""
+    revealed each part (which guarantee a cover exists). Every block of a per-block stage takes
+    its own random choices."""
     candidates = list(dict.fromkeys(p.spec for p in parts))
     if space is not None:
         rng = np.random.default_rng(seed)
-        deepest = {f"s{i}_repeats": max(st.repeats) for i, st in enumerate(space.stages)}
-        for code in space.sample_codes(rng, pool):
-            params = space.params_from_spec(space.decode(code))
-            candidates.append(space.spec_from_params({**params, **deepest}))
+        codes = (rng.random((pool, len(space.cardinalities))) * space.cardinalities).astype(np.int64)
+        for j, (name, choices) in enumerate(space.dimensions()):
+            if name.endswith("_repeats"):
+                codes[:, j] = choices.index(max(choices))
+        candidates += [space.decode(code) for code in codes]
         candidates = list(dict.fromkeys(candidates))
     contents = {s: {(k, key) for k, keys in spec_part_keys(s).items() for key in keys} for s in candidates}
     uncovered, chosen = set(needed), []
@@ -188,7 +214,7 @@ def covering_networks(
 
 def timed_forward(net: InvertedResidualNet, x: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
     """``InvertedResidualNet.forward`` with a clock reading around each part: stem, every block,
-    head, and pool + classifier (the stamps delimit ``2 + num_blocks + 1`` parts)."""
+    head, and pool + [last conv +] classifier (the stamps delimit ``2 + num_blocks + 1`` parts)."""
     clock = time.perf_counter
     stamps = [clock()]
     h = net.stem(x)
@@ -204,7 +230,7 @@ def timed_forward(net: InvertedResidualNet, x: torch.Tensor) -> tuple[torch.Tens
             stamps.append(clock())
     h = net.head(h)
     stamps.append(clock())
-    out = net.classifier(net.dropout(net.pool(h).flatten(1)))
+    out = _tail(net, h)
     stamps.append(clock())
     return out, stamps
 
@@ -376,6 +402,7 @@ def profile_target(
         )
     coef, tile, report = fit_matrices({t: np.array(v) for t, v in rows_x.items()}, rows_y)
     lookup = LookupTable(runtime, threads, 1, 0.0, measured, statistic)
+    used = {op for p in all_parts for op in spec_ops(p.spec)}
     draft = LatencyTarget(
         name=target_name,
         coefficients=tuple(float(c) for c in coef),
@@ -383,6 +410,7 @@ def profile_target(
         tile_n=tile[1],
         provenance={},
         lookup=lookup,
+        ops=tuple(op for op in OPS if op in used),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # parts left out by max_blocks use the fallback

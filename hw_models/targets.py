@@ -2,7 +2,10 @@
 
 A target holds the coefficients of the per-op model of :mod:`hw_models.opmodel` (and optionally a
 per-block lookup table measured on a device, with that model as the fallback for blocks not in
-the table), plus its provenance (device, runtime, date, how it was fitted and its error).
+the table), plus its provenance (device, runtime, date, how it was fitted and its error), and the
+ops beyond MobileNetV2's (squeeze-excitation, h-swish, the MobileNetV3 head) its model has a basis
+for: a network using another one is refused with a one-line error, never costed at 0. A measured
+(lookup-table) target describes the search space it was profiled on.
 
 Where targets are found, in this order: an explicit path to a ``.json`` file; the user target
 directory (``$INVRES_NAS_TARGETS``, default ``~/.config/invres-nas/targets/``), where
@@ -28,17 +31,20 @@ from typing import Any
 import numpy as np
 
 from invres_utils.atomic_files import atomic_write_text
-from search_spaces.arch import ArchSpec, BlockPlan, block_plan, final_size, require_mobilenet_v2_ops
+from search_spaces.arch import ArchSpec, BlockPlan, block_plan, final_size
 
 from .opmodel import (
     FEATURE_DOCS,
     FEATURES,
     FORMULA,
+    OP_NAMES,
+    OPS,
     Tile,
     block_features,
     classifier_features,
     head_features,
     spec_features,
+    spec_ops,
     stem_features,
 )
 
@@ -52,7 +58,13 @@ HOW_TO_MAKE = (
     "`python -m hw_models.calibrate measurements.csv --name NAME` (your device), or pass a path to a target .json"
 )
 
-# Lookup-table keys: the fields of each part that determine its latency.
+# Lookup-table keys: the fields of each part that determine its latency. Blocks: ``activation`` is
+# the projection's (linear bottleneck or ReLU6), ``hidden_activation`` the one after the expansion
+# and depthwise convs, ``se_channels`` the squeeze width (0: no squeeze-excitation). Head:
+# ``channels`` is the 1x1 conv's width (``last_channels``, or the MobileNetV3 head's
+# ``head_channels``). Classifier (pool [+ last conv] + classifier): ``head_channels`` is the
+# MobileNetV3 head's pooled width (0: the conv head, no last conv) and ``activation`` that last
+# conv's ("none" without one).
 BLOCK_KEY: tuple[str, ...] = (
     "in_channels",
     "out_channels",
@@ -63,16 +75,29 @@ BLOCK_KEY: tuple[str, ...] = (
     "residual",
     "wide_shortcut",
     "activation",
+    "hidden_activation",
+    "se_channels",
+    "se_gate",
 )
-STEM_KEY: tuple[str, ...] = ("resolution", "channels", "stride")
-HEAD_KEY: tuple[str, ...] = ("in_channels", "channels", "size")
-CLASSIFIER_KEY: tuple[str, ...] = ("channels", "size", "num_classes")
+STEM_KEY: tuple[str, ...] = ("resolution", "channels", "stride", "activation")
+HEAD_KEY: tuple[str, ...] = ("in_channels", "channels", "size", "activation")
+CLASSIFIER_KEY: tuple[str, ...] = ("channels", "size", "num_classes", "head_channels", "activation")
 PART_KEYS: dict[str, tuple[str, ...]] = {
     "stem": STEM_KEY,
     "blocks": BLOCK_KEY,
     "head": HEAD_KEY,
     "classifier": CLASSIFIER_KEY,
 }
+# Columns added with MobileNetV3-style ops: a table written before them holds MobileNetV2 parts.
+PART_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stem": {"activation": "relu6"},
+    "blocks": {"hidden_activation": "relu6", "se_channels": 0, "se_gate": "hard_sigmoid"},
+    "head": {"activation": "relu6"},
+    "classifier": {"head_channels": 0, "activation": "none"},
+}
+_BOOL_COLUMNS = ("residual", "wide_shortcut")
+_STRING_COLUMNS = ("activation", "hidden_activation", "se_gate")
+_ZERO_ALLOWED = ("se_channels", "head_channels")
 
 
 def block_key(plan: BlockPlan, activation: str) -> tuple:
@@ -86,30 +111,62 @@ def block_key(plan: BlockPlan, activation: str) -> tuple:
         plan.residual,
         plan.wide_shortcut,
         activation,
+        plan.activation,
+        plan.se_channels,
+        plan.se_gate,
     )
 
 
 def spec_part_keys(spec: ArchSpec) -> dict[str, list[tuple]]:
     """The lookup keys of every part of ``spec``, in execution order."""
     size = final_size(spec)
+    mbv3 = spec.head == "mbv3"
     return {
-        "stem": [(spec.resolution, spec.stem_channels, spec.stem_stride)],
+        "stem": [(spec.resolution, spec.stem_channels, spec.stem_stride, spec.stem_activation)],
         "blocks": [block_key(p, spec.bottleneck_activation) for p in block_plan(spec)],
-        "head": [(spec.stages[-1].channels, spec.last_channels, size)],
-        "classifier": [(spec.last_channels, size, spec.num_classes)],
+        "head": [
+            (spec.stages[-1].channels, spec.head_channels if mbv3 else spec.last_channels, size, spec.head_activation)
+        ],
+        "classifier": [
+            (
+                spec.last_channels,
+                size,
+                spec.num_classes,
+                spec.head_channels if mbv3 else 0,
+                spec.head_activation if mbv3 else "none",
+            )
+        ],
     }
 
 
 def part_features(kind: str, key: tuple, tile: int | Tile, plan: BlockPlan | None = None) -> np.ndarray:
     """Op-model features of one part given its lookup key (``plan`` for blocks)."""
     if kind == "stem":
-        return stem_features(key[0], key[1], key[2], tile)
+        return stem_features(key[0], key[1], key[2], tile, key[3])
     if kind == "blocks":
         assert plan is not None
         return block_features(plan, tile)
     if kind == "head":
-        return head_features(key[0], key[1], key[2], tile)
-    return classifier_features(key[0], key[2])
+        return head_features(key[0], key[1], key[2], tile, key[3])
+    return classifier_features(key[0], key[2], key[3], key[4])
+
+
+def missing_ops_error(target: LatencyTarget, spec: ArchSpec, missing: list[str]) -> ValueError:
+    """The one-line error for a network using ops ``target`` has no basis for."""
+    what = ", ".join(OP_NAMES[op] for op in missing)
+    if target.lookup is not None:
+        space = target.provenance.get("space", "?")
+        how = (
+            f"it was profiled on space {space!r}, whose networks have none; measured targets describe the space "
+            f"they were profiled on: profile one that has them, e.g. `python -m hw_models.profile --target-name "
+            f"{target.name}-ofa --space proxy-ofa-digits`, and use --target {target.name}-ofa"
+        )
+    else:
+        how = (
+            "calibrate a target on measured networks that use them (`python -m hw_models.calibrate`) or use "
+            "--target pixel"
+        )
+    return ValueError(f"latency target {target.name!r} has no basis for the cost of {what} in {spec}: {how}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +230,7 @@ class LatencyTarget:
     description: str = ""
     source: str | None = None  # file it was loaded from
     tile_n: int = 1
+    ops: tuple[str, ...] = ()  # ops of opmodel.OPS the model has a basis for
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     _warned: set = field(default_factory=set, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -212,7 +270,10 @@ class LatencyTarget:
         cached = self._cache.get(spec)
         if cached is not None:
             return cached
-        require_mobilenet_v2_ops(spec, f"latency target {self.name!r}")
+        if len(self.ops) < len(OPS) and not spec.mobilenet_v2_ops:
+            missing = [op for op in spec_ops(spec) if op not in self.ops]
+            if missing:
+                raise missing_ops_error(self, spec, missing)
         if "machine" not in self._warned:
             self._warn_if_profiled_elsewhere()
         if self.lookup is None:
@@ -274,6 +335,7 @@ class LatencyTarget:
                 "scale": self.scale,
                 "coefficients": {f: float(c) for f, c in zip(FEATURES, self.coefficients)},
                 "features": dict(FEATURE_DOCS),
+                "ops": list(self.ops),
             },
             "fit": dict(self.fit),
         }
@@ -301,6 +363,7 @@ class LatencyTarget:
             "scale": self.scale,
             "lookup": self.lookup,
             "description": self.description,
+            "ops": self.ops,
         }
         kwargs.update(changes)
         return LatencyTarget(**kwargs)
@@ -348,6 +411,9 @@ class LatencyTarget:
             if v < 0:
                 raise bad(f"model.coefficients.{f} must be >= 0 (the model must stay monotone), but got {v}")
             values.append(v)
+        ops = model.get("ops", [])
+        if not isinstance(ops, list) or any(op not in OPS for op in ops):
+            raise bad(f"model.ops must be a list of ops among {list(OPS)}, but got {ops!r}")
         fit = data.get("fit", {})
         if not isinstance(fit, dict):
             raise bad("'fit' must be an object")
@@ -364,6 +430,7 @@ class LatencyTarget:
             lookup=lookup,
             description=description if isinstance(description, str) else "",
             source=source,
+            ops=tuple(op for op in OPS if op in ops),
         )
 
 
@@ -394,10 +461,17 @@ def _parse_lookup(data: Any, bad) -> LookupTable:
         if not isinstance(section, dict) or not isinstance(section.get("rows"), list):
             raise bad(f"lookup.{kind} must be an object with 'columns' and 'rows'")
         columns = section.get("columns")
-        if not isinstance(columns, list) or sorted(map(str, columns)) != sorted([*names, "ms"]):
+        defaults = PART_DEFAULTS[kind]
+        required = sorted([*(n for n in names if n not in defaults), "ms"])
+        if (
+            not isinstance(columns, list)
+            or len(set(map(str, columns))) != len(columns)
+            or sorted(c for c in map(str, columns) if c not in defaults) != required
+            or not set(columns) <= {*names, "ms"}
+        ):
             raise bad(f"lookup.{kind}.columns must be {[*names, 'ms']} (any order), but got {columns!r}")
-        pos = [columns.index(n) for n in names]
         ms_pos = columns.index("ms")
+        pos = {n: columns.index(n) for n in names if n in columns}
         table: dict[tuple, float] = {}
         for i, row in enumerate(section["rows"]):
             if not isinstance(row, list) or len(row) != len(columns):
@@ -405,14 +479,14 @@ def _parse_lookup(data: Any, bad) -> LookupTable:
             ms = _number(row[ms_pos], f"lookup.{kind}.rows[{i}] ms", bad)
             if ms < 0:
                 raise bad(f"lookup.{kind}.rows[{i}] ms must be >= 0, but got {ms}")
-            key = tuple(row[j] for j in pos)
+            key = tuple(row[pos[n]] if n in pos else defaults[n] for n in names)
             for n, v in zip(names, key):
-                if n in ("residual", "wide_shortcut"):
+                if n in _BOOL_COLUMNS:
                     ok = isinstance(v, bool)
-                elif n == "activation":
+                elif n in _STRING_COLUMNS:
                     ok = isinstance(v, str)
                 else:
-                    ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                    ok = isinstance(v, int) and not isinstance(v, bool) and v >= (0 if n in _ZERO_ALLOWED else 1)
                 if not ok:
                     raise bad(f"lookup.{kind}.rows[{i}] {n} has the wrong type or value: {v!r}")
             table[key] = ms
@@ -548,6 +622,7 @@ __all__ = [
     "LatencyTarget",
     "LookupTable",
     "block_key",
+    "missing_ops_error",
     "part_features",
     "check_target_name",
     "clear_cache",

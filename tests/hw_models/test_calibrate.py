@@ -234,3 +234,16 @@ def test_a_log_file_needs_its_manifest(tmp_path, capsys):
     log.write_text(benchmark_log("/data/local/tmp/net_000.tflite", 1000.0))
     assert main([str(log), "--name", "x"]) == 2
     assert "--manifest" in capsys.readouterr().err
+
+
+def test_a_refit_has_a_basis_for_the_ops_of_the_networks_it_was_fitted_on(rng):
+    plain = [get_space("mobilenetv2-imagenet").sample(rng) for _ in range(10)]
+    ofa = [get_space("ofa-mbv3").sample(rng) for _ in range(10)]
+    v2 = calibrate_target(plain, [device_latency(s) for s in plain], "v2phone", mode="refit")
+    assert v2.ops == ()
+    with pytest.raises(ValueError, match="no basis for the cost of squeeze-excitation"):
+        v2.predict(ofa[0])
+    v3 = calibrate_target(plain + ofa, [device_latency(s) for s in plain + ofa], "v3phone", mode="refit")
+    assert set(v3.ops) == {"squeeze_excitation", "hswish", "mbv3_head"} and v3.predict(ofa[0]) > 0
+    scaled = calibrate_target(ofa, [device_latency(s) for s in ofa], "scaled", mode="scale")
+    assert scaled.ops == load_target("pixel").ops  # one factor on the base target keeps its basis

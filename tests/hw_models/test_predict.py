@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from importlib import resources
 
 import numpy as np
@@ -20,13 +21,14 @@ from hw_models.opmodel import (
     fit_nnls,
     head_features,
     loo_relative_errors,
+    network_parts,
     spec_features,
     stem_features,
 )
 from hw_models.predict import main, pixel_reference_data
 from hw_models.targets import LatencyTarget
-from search_spaces import SPACES, block_plan, final_size, get_space, mobilenet_v2
-from tests.properties import arch_specs
+from search_spaces import SPACES, block_plan, final_size, get_space, mobilenet_v2, reference_arch
+from tests.properties import arch_specs, ofa_arch_specs
 
 
 def heldout_rows() -> list[dict[str, str]]:
@@ -49,17 +51,25 @@ def test_heldout_rows_are_not_in_the_fitting_data():
     assert len(specs) == 16 and not held & set(specs)
 
 
+def sum_of_parts(s, tile) -> np.ndarray:
+    """Stem + blocks + head + classifier, each costed by its own part function."""
+    mbv3 = s.head == "mbv3"
+    parts = stem_features(s.resolution, s.stem_channels, s.stem_stride, tile, s.stem_activation)
+    parts = parts + sum(block_features(p, tile) for p in block_plan(s))
+    width = s.head_channels if mbv3 else s.last_channels
+    parts = parts + head_features(s.stages[-1].channels, width, final_size(s), tile, s.head_activation)
+    parts = parts + classifier_features(s.last_channels, s.num_classes, s.head_channels, s.head_activation)
+    np.testing.assert_array_equal(parts, sum(network_parts(s, tile)))
+    return parts
+
+
 @pytest.mark.parametrize("name", sorted(SPACES))
 @pytest.mark.parametrize("tile", [1, 16, (16, 32), (4, 8)])
 def test_network_features_are_the_sum_of_its_parts(name, tile, rng):
     for _ in range(5):
         for shortcut in ("bottleneck", "expansion"):
             s = get_space(name).sample(rng).replace(shortcut=shortcut)
-            parts = stem_features(s.resolution, s.stem_channels, s.stem_stride, tile)
-            parts = parts + sum(block_features(p, tile) for p in block_plan(s))
-            parts = parts + head_features(s.stages[-1].channels, s.last_channels, final_size(s), tile)
-            parts = parts + classifier_features(s.last_channels, s.num_classes)
-            np.testing.assert_array_equal(parts, spec_features(s, tile))
+            np.testing.assert_array_equal(sum_of_parts(s, tile), spec_features(s, tile))
 
 
 def test_gemm_macs_equal_conv_madds_without_tiling():
@@ -192,10 +202,7 @@ def test_features_of_networks_with_7x7_kernels_are_the_sum_of_their_parts(tile):
 
     sevens = 0
     for s in pixel_network_data()[1]:
-        parts = stem_features(s.resolution, s.stem_channels, s.stem_stride, tile)
-        parts = parts + sum(block_features(p, tile) for p in block_plan(s))
-        parts = parts + head_features(s.stages[-1].channels, s.last_channels, final_size(s), tile)
-        parts = parts + classifier_features(s.last_channels, s.num_classes)
+        parts = sum_of_parts(s, tile)
         np.testing.assert_array_equal(parts, spec_features(s, tile))
         sevens += parts[FEATURES.index("dw_macs_k7")] > 0
     assert sevens == 3  # all but proxyless_cpu have 7x7 kernels
@@ -221,17 +228,95 @@ def test_a_larger_kernel_never_predicts_faster(seed, stage):
 @settings(max_examples=200, deadline=None)
 @given(spec=arch_specs, tile=st.sampled_from([1, (4, 8), (16, 32)]))
 def test_per_stage_features_equal_the_sum_over_the_block_plan(spec, tile):
-    parts = stem_features(spec.resolution, spec.stem_channels, spec.stem_stride, tile)
-    parts = parts + sum(block_features(p, tile) for p in block_plan(spec))
-    parts = parts + head_features(spec.stages[-1].channels, spec.last_channels, final_size(spec), tile)
-    parts = parts + classifier_features(spec.last_channels, spec.num_classes)
-    np.testing.assert_array_equal(parts, spec_features(spec, tile))
+    np.testing.assert_array_equal(sum_of_parts(spec, tile), spec_features(spec, tile))
 
 
 def test_feature_indices_follow_the_feature_names():
     from hw_models import opmodel
 
-    names = ["gemm_macs", "gemm_weights", "dw_macs", "dw_input", "dw_macs_k5", "dw_macs_k7", "fc_weights", "activations", "layers"]
+    names = [
+        "gemm_macs",
+        "gemm_weights",
+        "dw_macs",
+        "dw_input",
+        "dw_macs_k5",
+        "dw_macs_k7",
+        "fc_weights",
+        "activations",
+        "layers",
+        "matvec_weights",
+        "elementwise",
+        "squeeze_excitations",
+    ]
     indices = [opmodel._GEMM_MACS, opmodel._GEMM_WEIGHTS, opmodel._DW_MACS, opmodel._DW_INPUT, opmodel._DW_K5,
-               opmodel._DW_K7, opmodel._FC, opmodel._ACT, opmodel._LAYERS]  # fmt: skip
+               opmodel._DW_K7, opmodel._FC, opmodel._ACT, opmodel._LAYERS, opmodel._MATVEC, opmodel._ELEMENTWISE,
+               opmodel._SE]  # fmt: skip
     assert [opmodel.FEATURES[i] for i in indices] == names
+
+
+# ---- squeeze-excitation, h-swish, the MobileNetV3 head ----------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(spec=ofa_arch_specs(), tile=st.sampled_from([1, (4, 8), (16, 32)]))
+def test_features_of_mobilenet_v3_style_networks_are_the_sum_of_their_parts(spec, tile):
+    np.testing.assert_array_equal(sum_of_parts(spec, tile), spec_features(spec, tile))
+
+
+@settings(max_examples=100, deadline=None)
+@given(spec=ofa_arch_specs())
+def test_untiled_macs_and_matvec_weights_are_the_analytic_madds(spec):
+    # the SE convs and the MobileNetV3 head's last conv are counted as MobileNetV3 counts them
+    f = dict(zip(FEATURES, spec_features(spec, 1)))
+    assert f["gemm_macs"] + f["dw_macs"] + f["fc_weights"] + f["matvec_weights"] == count_madds(spec)
+
+
+def test_mobilenet_v2_networks_have_no_features_of_the_new_ops(rng):
+    for name in ("mobilenetv2-imagenet", "proxy-digits"):
+        for _ in range(20):
+            f = dict(zip(FEATURES, spec_features(get_space(name).sample(rng), (16, 32))))
+            assert f["matvec_weights"] == f["elementwise"] == f["squeeze_excitations"] == 0
+
+
+def _with(spec, **stage_changes):
+    return spec.replace(stages=tuple(replace(s, **stage_changes) for s in spec.stages))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), space_name=st.sampled_from(["ofa-mbv3", "proxy-ofa-digits", "proxy-digits"]))
+def test_squeeze_excitation_and_hswish_never_predict_faster(seed, space_name):
+    spec = get_space(space_name).sample(np.random.default_rng(seed))
+    for target in (load_target("pixel"), refit_target()):
+        base = target.op_model_ms(spec)
+        assert target.op_model_ms(_with(spec, se_ratio=0.25)) >= base * (1 - 1e-12)
+        assert target.op_model_ms(_with(spec, activation="hswish")) >= target.op_model_ms(
+            _with(spec, activation="relu6")
+        )
+        assert target.op_model_ms(_with(spec, activation="relu")) == target.op_model_ms(_with(spec, activation="relu6"))
+        assert target.op_model_ms(spec.replace(stem_activation="hswish", head_activation="hswish")) >= base
+
+
+def test_pixel_costs_of_the_new_ops_are_derived_from_fitted_coefficients():
+    from hw_models.predict import PIXEL_DERIVED, PIXEL_FEATURES
+
+    pixel = load_target("pixel")
+    coef = dict(zip(FEATURES, pixel.coefficients))
+    assert coef["matvec_weights"] == coef["gemm_macs"] + coef["gemm_weights"] > 0
+    assert coef["elementwise"] == coef["dw_macs"] + coef["dw_input"] > 0
+    assert coef["squeeze_excitations"] == 5 * coef["layers"]
+    assert not set(PIXEL_DERIVED) & set(PIXEL_FEATURES)  # derived, never fitted
+    assert set(pixel.provenance["derived_features"]) == set(PIXEL_DERIVED)
+    assert "not validated on a phone" in pixel.description
+    assert set(pixel.ops) == {"squeeze_excitation", "hswish", "mbv3_head"}
+    assert predict_latency_ms(reference_arch("mobilenet_v3_large")) > 0
+
+
+def test_a_target_without_a_basis_for_an_op_refuses_it_in_one_line():
+    spec = reference_arch("mobilenet_v3_large")
+    old = load_target("pixel").renamed("old", ops=())
+    with pytest.raises(ValueError, match="no basis for the cost of squeeze-excitation, h-swish") as e:
+        old.predict(spec)
+    assert "\n" not in str(e.value) and "calibrate" in str(e.value)
+    assert old.predict(mobilenet_v2()) == load_target("pixel").predict(mobilenet_v2())
+    mnasnet = reference_arch("mnasnet_a1")  # SE and ReLU: ReLU needs no basis
+    with pytest.raises(ValueError, match=r"no basis for the cost of squeeze-excitation in"):
+        old.predict(mnasnet)
+    assert old.renamed("se", ops=("squeeze_excitation",)).predict(mnasnet) > 0

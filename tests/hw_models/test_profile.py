@@ -13,6 +13,35 @@ from hw_models.targets import spec_part_keys
 from search_spaces import SPACES, SearchSpace, StageChoices, build_model, get_space
 
 
+def tiny_ofa_space(shortcuts=("bottleneck",)) -> SearchSpace:
+    """Per-block choices, squeeze-excitation, h-swish and the MobileNetV3 head, small."""
+    return SearchSpace(
+        name="tiny-ofa",
+        resolutions=(16,),
+        stem_channels=8,
+        stem_activation="hswish",
+        stages=(
+            StageChoices(expansions=(1,), channels=(8,), repeats=(1,), kernel_sizes=(3,), activation="relu"),
+            StageChoices(
+                expansions=(2, 3),
+                channels=(16,),
+                repeats=(1, 2, 3),
+                kernel_sizes=(3, 5),
+                stride=2,
+                per_block=True,
+                se_ratio=0.25,
+                activation="hswish",
+            ),
+        ),
+        head="mbv3",
+        head_channels=24,
+        last_channels=32,
+        head_activation="hswish",
+        num_classes=4,
+        shortcuts=shortcuts,
+    )
+
+
 def tiny_space(shortcuts=("bottleneck",), activations=("linear",)) -> SearchSpace:
     return SearchSpace(
         name="tiny",
@@ -37,6 +66,8 @@ def tiny_space(shortcuts=("bottleneck",), activations=("linear",)) -> SearchSpac
         get_space("proxy-digits").__class__(
             **{**get_space("proxy-digits").__dict__, "shortcuts": ("expansion",), "name": "proxy-expansion"}
         ),
+        get_space("proxy-ofa-digits"),
+        tiny_ofa_space(("bottleneck", "expansion", "none")),
     ],
     ids=lambda s: s.name,
 )
@@ -57,8 +88,9 @@ def test_space_parts_are_distinct(name):
 
 
 @pytest.mark.parametrize("shortcut", ["bottleneck", "expansion"])
-def test_timed_forward_is_the_forward_pass(shortcut, rng):
-    spec = get_space("proxy-digits").sample(rng).replace(shortcut=shortcut)
+@pytest.mark.parametrize("space", ["proxy-digits", "proxy-ofa-digits"])
+def test_timed_forward_is_the_forward_pass(space, shortcut, rng):
+    spec = get_space(space).sample(rng).replace(shortcut=shortcut)
     net = build_model(spec).eval()
     x = torch.randn(1, 3, spec.resolution, spec.resolution)
     with torch.no_grad():
@@ -67,8 +99,9 @@ def test_timed_forward_is_the_forward_pass(shortcut, rng):
     assert len(stamps) == 1 + 1 + spec.num_blocks + 2 and stamps == sorted(stamps)
 
 
-def test_covering_networks_contain_every_part():
-    space = get_space("proxy-digits")
+@pytest.mark.parametrize("name", ["proxy-digits", "proxy-ofa-digits"])
+def test_covering_networks_contain_every_part(name):
+    space = get_space(name)
     parts = space_parts(space)
     nets = covering_networks(parts, {(p.kind, p.key) for p in parts}, space)
     covered = {(k, key) for s in nets for k, keys in spec_part_keys(s).items() for key in keys}
@@ -158,3 +191,38 @@ def test_network_overhead_is_never_negative():
     assert overhead == 0.0 and 0.8 < scale < 1.0
     with pytest.raises(ValueError):
         fit_network_terms([1.0, -1.0], [1.0, 1.0])
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_profile_a_space_with_squeeze_excitation_hswish_and_the_mbv3_head(runtime, rng):
+    space = tiny_ofa_space()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # onnx export chatter
+        target = profile_target(
+            space, "tinyofa", runtime, statistic="median", warmup=1, repeats=3, max_blocks=3, overhead_archs=2,
+            rounds=1, progress=False,
+        )  # fmt: skip
+    assert set(target.ops) == {"squeeze_excitation", "hswish", "mbv3_head"}
+    blocks = target.lookup.parts["blocks"]
+    kinds = {(key[-3], key[-2] > 0) for key in blocks}  # (activation, has squeeze-excitation)
+    assert ("hswish", True) in kinds and kinds <= {("hswish", True), ("relu", False)}
+    (classifier,) = target.lookup.parts["classifier"]
+    assert classifier[3:] == (24, "hswish")  # the mbv3 head's pooled width and last conv's activation
+    assert all(c >= 0 for c in target.coefficients)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # blocks left out by max_blocks fall back
+        for _ in range(10):
+            assert target.predict(space.sample(rng)) > 0
+    again = type(target).from_dict(target.to_dict())
+    assert again.ops == target.ops
+    assert {k: set(v) for k, v in again.lookup.parts.items()} == {k: set(v) for k, v in target.lookup.parts.items()}
+
+
+def test_a_measured_target_refuses_ops_its_space_has_not_and_names_the_command():
+    spec = get_space("proxy-ofa-digits").largest()
+    with pytest.raises(ValueError, match="profiled on space 'proxy-digits'") as e:
+        load_target("host").predict(spec)
+    message = str(e.value)
+    assert (
+        "\n" not in message and "python -m hw_models.profile --target-name host-ofa --space proxy-ofa-digits" in message
+    )

@@ -198,3 +198,38 @@ def test_a_target_profiled_on_another_cpu_warns_once(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         there.predict(get_space("proxy-digits").sample(rng))  # once per target
+
+
+def test_lookup_keys_tell_apart_everything_that_changes_a_parts_cost():
+    from search_spaces import ArchSpec
+
+    base = ArchSpec.from_string("in32_c8_s2-ir_r2_k3_s2_e4_c16-head_c64_n10")
+    variants = [
+        "in32_c8_s2_nhs-ir_r2_k3_s2_e4_c16-head_c64_n10",  # stem activation
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16_nhs-head_c64_n10",  # block activation
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16_se0.25-head_c64_n10",  # squeeze-excitation
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16_se0.25_gsig-head_c64_n10",  # its gate
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16-head_c64_n10_nhs",  # head activation
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16-head_c64_n10_h48",  # the MobileNetV3 head
+        "in32_c8_s2-ir_r2_k3_s2_e4_c16-head_c64_n10_h48_nhs",
+    ]
+    seen = {tuple(tuple(v) for v in spec_part_keys(base).values())}
+    for text in variants:
+        keys = tuple(tuple(v) for v in spec_part_keys(ArchSpec.from_string(text)).values())
+        assert keys not in seen, text
+        seen.add(keys)
+
+
+def test_tables_written_before_the_mobilenet_v3_columns_still_load(tmp_path, rng):
+    spec = get_space("proxy-digits").sample(rng)
+    data = lookup_target(spec).to_dict()
+    new = {"stem": ["activation"], "blocks": ["hidden_activation", "se_channels", "se_gate"],
+           "head": ["activation"], "classifier": ["head_channels", "activation"]}  # fmt: skip
+    for kind, columns in new.items():
+        section = data["lookup"][kind]
+        keep = [i for i, c in enumerate(section["columns"]) if c not in columns]
+        section["columns"] = [section["columns"][i] for i in keep]
+        section["rows"] = [[row[i] for i in keep] for row in section["rows"]]
+    del data["model"]["ops"]
+    old = LatencyTarget.from_dict(data)
+    assert old.lookup.parts == lookup_target(spec).lookup.parts and old.ops == ()
