@@ -25,6 +25,11 @@ def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return -(-a // b)
 
 
+def _where(mask: np.ndarray | None, value, otherwise=0):
+    """``value`` where ``mask`` holds (``mask`` None: everywhere), else ``otherwise``."""
+    return value if mask is None else np.where(mask, value, otherwise)
+
+
 def _make_divisible(value: np.ndarray, divisor: int = 8) -> np.ndarray:
     """:func:`search_spaces.arch.make_divisible` over a float array (the same float64 arithmetic)."""
     rounded = np.maximum(divisor, (value + divisor / 2).astype(np.int64) // divisor * divisor)
@@ -111,11 +116,7 @@ def batch_costs(space: SearchSpace, codes: np.ndarray, bytes_per_element: int = 
     for i, stage in enumerate(space.stages):
         for g in _stage_groups(i, stage, num, c_in, size):
             single = isinstance(g.count, int)  # one block, in every architecture
-            present = True if single else g.count > 0
-
-            def where_present(value: np.ndarray, present=present, single=single) -> np.ndarray:
-                return value if single else np.where(present, value, 0)
-
+            present = None if single else g.count > 0
             expands = g.expansion != 1
             hidden = g.in_channels * g.expansion
             area_in, area_out = g.in_size * g.in_size, g.out_size * g.out_size
@@ -128,23 +129,23 @@ def batch_costs(space: SearchSpace, codes: np.ndarray, bytes_per_element: int = 
                 squeeze = _se_channels(stage, g.in_channels, hidden)
                 block_madds = block_madds + 2 * hidden * squeeze
                 block_params = block_params + (2 * hidden + 1) * squeeze + hidden
-                peak = np.maximum(peak, where_present(hidden * area_out))
+                peak = np.maximum(peak, _where(present, hidden * area_out))
             madds += g.count * block_madds
             params += g.count * block_params
-            peak = np.maximum(peak, where_present(g.out_channels * area_out))
+            peak = np.maximum(peak, _where(present, g.out_channels * area_out))
             if first is None:
                 first = (expands, g.in_channels == g.out_channels)
             if wide_mode is not None:
                 # the group's first block, and (a stage's repeated blocks: c -> c, stride 1) the others
                 wide_in = wide_mode & (last_stride == 1) & (last_hidden == hidden)
-                if not single:
+                if present is not None:
                     wide_in &= present
                     wide_in_rest = wide_mode & (g.count >= 2)
                     peak = np.maximum(peak, np.where(wide_in_rest, hidden * area_out, 0))
                 peak = np.maximum(peak, np.where(wide_in, hidden * area_in, 0))
                 second_wide |= wide_in & (blocks_before == 1)
-                last_stride = np.where(present, g.stride, last_stride)  # repeated blocks have stride 1
-                last_hidden = np.where(present, hidden, last_hidden)
+                last_stride = _where(present, g.stride, last_stride)  # repeated blocks have stride 1
+                last_hidden = _where(present, hidden, last_hidden)
                 blocks_before = blocks_before + g.count
         c_in, size = num[f"s{i}_channels"], _ceil_div(size, stage.stride)
 

@@ -369,13 +369,12 @@ class SplitExecutor:
             del d
         if not block.feeds_wide:
             h = None
-        if not p.residual and h is not x:  # the input is no longer needed
+        if not p.residual:  # the input is no longer needed (or lives on only as h, when t = 1)
             x = x2d = None
         d_all.mul_(block.se.channel_scale(d_all).unsqueeze(1))
         y = self._new_output(block, x2d, d_all.dtype)
         if not block.relu6_out:  # a linear bottleneck's shortcut is already in y
-            x = None if h is x else x
-            x2d = None
+            x = x2d = None
         y.addmm_(block.project_w, d_all)
         del d_all
         return [self._finish(block, y, x2d), h]
