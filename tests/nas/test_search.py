@@ -303,3 +303,60 @@ def test_int8_calibration_images_are_normalised_training_images(digits_npz):
     assert x.shape == (16, 3, 12, 12) and x.dtype == torch.float32
     assert abs(float(x.mean())) < 0.5 and 0.5 < float(x.std()) < 2.0  # normalised with the training statistics
     assert torch.equal(x, calibration_images(digits_npz, 12, seed=0, count=16))  # seeded
+
+
+def tiny_ofa_space():
+    """``proxy-ofa-digits`` in miniature: per-block kernels and expansions, SE, h-swish, the
+    MobileNetV3 head."""
+    from search_spaces import SearchSpace, StageChoices
+
+    return SearchSpace(
+        name="tiny-ofa-test",
+        resolutions=(12, 16),
+        stem_channels=8,
+        stem_activation="hswish",
+        stages=(
+            StageChoices(expansions=(1,), channels=(8,), repeats=(1,), activation="relu"),
+            StageChoices(
+                expansions=(2, 4), channels=(16,), repeats=(1, 2), kernel_sizes=(3, 5), stride=2,
+                per_block=True, se_ratio=0.25, activation="relu",
+            ),
+            StageChoices(
+                expansions=(2, 4), channels=(24,), repeats=(1, 2), kernel_sizes=(3, 5), stride=2,
+                per_block=True, se_ratio=0.25, activation="hswish",
+            ),
+        ),
+        head="mbv3",
+        head_channels=32,
+        last_channels=40,
+        head_activation="hswish",
+        num_classes=10,
+    )
+
+
+def test_search_on_a_per_block_space_with_se_and_hswish(digits_npz, tmp_path):
+    """The OFA-style path end to end: supernet with elastic SE, per-block Optuna parameters,
+    pixel latency of SE/h-swish networks, the best network exported (ONNX equal to torch)."""
+    space = tiny_ofa_space()
+    space_path = tmp_path / "ofa.json"
+    space.to_json(space_path)
+    config = SearchConfig(
+        space=str(space_path), data=digits_npz, trials=5, supernet_epochs=1, out=str(tmp_path / "run"),
+        progress=False, sampler="random",
+    )
+    result = run_search(config)
+    df = nas.load_trials(result.run_dir)
+    assert (df["state"] == "COMPLETE").sum() == 5 and (df["latency_ms"] > 0).all()
+    assert {"params_s1_b0_kernel", "params_s1_b1_expansion", "params_s2_repeats"} <= set(df.columns)
+    for arch in df["arch"]:
+        spec = ArchSpec.from_string(arch)
+        assert space.contains(spec) and spec.head == "mbv3" and spec.stages[1].se_ratio == 0.25
+    best = result.run_dir / "best"
+    spec = ArchSpec.from_json(best / "arch.json")
+    model, _ = load_model(best / "model.pt")
+    x = torch.randn(1, 3, spec.resolution, spec.resolution)  # the ONNX file has batch 1
+    with torch.no_grad():
+        expected = model(x).numpy()
+    session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
