@@ -236,15 +236,17 @@ def verify_worker(
     worker. Returns the number of members this worker trained."""
     from tqdm.auto import tqdm
 
-    from .study import WORKER_ATTR, fail_orphaned_trials
+    from .storage import Heartbeat
+    from .study import WORKER_ATTR, fail_dead_trials
 
     done_here = 0
     total = settings.top
+    heartbeat = Heartbeat(study)  # a member trained on a machine that dies is failed, then re-queued
     bar = tqdm(total=total, desc="verify", unit="member", disable=None if progress else True)
     try:
         while True:
             with file_lock(lock_path):
-                fail_orphaned_trials(study)
+                fail_dead_trials(study)
                 queue_unfinished(study, members, space)
                 trials = study.get_trials(deepcopy=False)
                 bar.n = sum(t.state in _FINISHED for t in trials)
@@ -253,6 +255,7 @@ def verify_worker(
                     break
                 trial = study.ask()
                 trial.set_user_attr(WORKER_ATTR, worker_token())
+                heartbeat.add(trial._trial_id)  # noqa: SLF001
             spec = sample_spec(trial, space)
             bar.set_postfix_str(spec.to_string()[:40])
 
@@ -268,6 +271,8 @@ def verify_worker(
             except Exception:
                 study.tell(trial, state=TrialState.FAIL)
                 raise
+            finally:
+                heartbeat.discard(trial._trial_id)  # noqa: SLF001
             trial.set_user_attr("epochs_run", outcome.epochs_run)
             trial.set_user_attr("test_accuracy", outcome.test_accuracy)
             trial.set_user_attr("seconds", outcome.seconds)
@@ -278,6 +283,7 @@ def verify_worker(
             done_here += 1
             bar.update(0)
     finally:
+        heartbeat.stop()
         bar.close()
     return done_here
 

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from nas.config import SearchConfig
 from nas.search import main as search_main
 from nas.storage import connect_storage
-from nas.study import RETRY_ATTR, count_states, open_study, run_worker, storage_for
+from nas.study import RETRY_ATTR, WORKER_ATTR, count_states, open_study, run_worker, storage_for
 from search_spaces import sample_spec
 
 from .test_reliability import fake_evaluate
@@ -268,3 +268,34 @@ def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed(database
     run_worker(study, tiny_space, fake_evaluate, ("accuracy", "latency_ms"), N_TRIALS, tmp_path / "lock", progress=False)
     assert study.get_trials()[stuck.number].state == TrialState.FAIL
     _assert_study_intact(study, N_TRIALS, failed=1)
+
+
+@pytest.mark.parametrize("beat_once", [True, False], ids=["heartbeat-stopped", "no-heartbeat"])
+def test_verify_member_of_a_dead_worker_on_another_machine_is_failed_and_trained_again(
+    database, tiny_space, digits_npz, tmp_path, beat_once
+):
+    """Verify trials beat like search trials: a member whose worker elsewhere died (its token
+    names another machine, so only the heartbeat tells) is failed after the grace period and
+    trained here; every member ends with one COMPLETE trial."""
+    from nas.data import load_data
+    from nas.verify import VerifySettings, open_verify_study, queue_unfinished, verify_worker
+
+    from .test_verify import _members
+
+    members = _members(tiny_space, 2)
+    settings = VerifySettings(top=2, epochs=1, start="scratch")
+    storage = storage_for(_config(database), None, HEARTBEAT, GRACE)
+    study = open_verify_study(storage, settings, members)
+    queue_unfinished(study, members, tiny_space)
+    taken = study.ask()
+    taken.set_user_attr(WORKER_ATTR, "another-machine:4242:1")
+    sample_spec(taken, tiny_space)
+    if beat_once:
+        study._storage.record_heartbeat(taken._trial_id)  # noqa: SLF001
+    time.sleep(GRACE + 1)
+    data = load_data(digits_npz, resolution=16, seed=0)
+    trained = verify_worker(study, members, tiny_space, data, None, settings, tmp_path / "lock", progress=False)
+    assert trained == 2
+    states = [t.state for t in study.get_trials()]
+    assert study.get_trials()[taken.number].state == TrialState.FAIL
+    assert states.count(TrialState.COMPLETE) == 2 and TrialState.RUNNING not in states
