@@ -122,6 +122,13 @@ class EvalImages:
     def __len__(self) -> int:
         return self.data.size(self.split) if self.indices is None else len(self.indices)
 
+    def batch_size(self, resolution: int, cap: int) -> int:
+        """Images per batch for scoring at ``resolution``: ``Runtime.eval_batch_size`` of the larger
+        of it and the data's resolution, since each batch is normalised at the data's resolution
+        before it is resized (a batch of 500 images at 32 px read as 48 px crops would hold 2.25x
+        the pixels the budget allows)."""
+        return self.runtime.eval_batch_size(max(resolution, self.data.resolution), cap)
+
     def batches(self, resolution: int, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """``(normalised images at resolution, labels)`` batches on the device."""
         if self._cached is not None:
@@ -150,7 +157,7 @@ def evaluate_model(
     high resolutions: ``Runtime.eval_batch_size``)."""
     images = EvalImages(data, split, runtime, cache_bytes=0, workers=workers)
     resolution = resolution or data.resolution
-    return score_batches(model, images.batches(resolution, runtime.eval_batch_size(resolution, batch_size)))
+    return score_batches(model, images.batches(resolution, images.batch_size(resolution, batch_size)))
 
 
 class SubnetEvaluator:
@@ -201,5 +208,5 @@ class SubnetEvaluator:
         return recalibrate_batch_norm(model, batches)
 
     def __call__(self, spec: ArchSpec) -> Score:
-        batch_size = self.runtime.eval_batch_size(spec.resolution, self.batch_size)
+        batch_size = self._scored.batch_size(spec.resolution, self.batch_size)
         return score_batches(self.model(spec), self._scored.batches(spec.resolution, batch_size))

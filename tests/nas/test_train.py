@@ -149,6 +149,17 @@ def test_evaluator_recalibrates_and_matches_the_exported_model(trained, tiny_spa
     assert score == again
 
 
+def test_scoring_batches_are_sized_by_the_crops_they_are_read_at(digits_npz):
+    # Crops are normalised at the data's resolution before they are resized to the candidate's:
+    # a batch's size comes from the larger of the two, not from the candidate's alone.
+    from nas.evaluate import EvalImages
+
+    cpu = Runtime.create("cpu", "fp32")
+    images = EvalImages(load_data(digits_npz, resolution=48, seed=0), "val", cpu, cache_bytes=0)
+    assert images.batch_size(32, 500) == cpu.eval_batch_size(48, 500) < cpu.eval_batch_size(32, 500)
+    assert images.batch_size(64, 500) == cpu.eval_batch_size(64, 500)
+
+
 def test_sandwich_is_largest_smallest_then_random(tiny_space):
     specs = sandwich(tiny_space, np.random.default_rng(0), 3)
     assert specs[0] == tiny_space.largest() and specs[1] == tiny_space.smallest() and len(specs) == 5

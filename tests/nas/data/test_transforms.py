@@ -106,6 +106,18 @@ def test_normaliser_broadcasts_grey_and_keeps_the_memory_format():
     assert torch.allclose(out[0, :, 0, 0], torch.tensor([1.0, 3.0, 1.0]))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_normaliser_is_the_formula_bit_for_bit_and_leaves_its_input(channels, memory_format):
+    norm = Normaliser((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    x = torch.randint(0, 256, (4, channels, 9, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    before = x.clone()
+    expected = (x.float() * norm.scale - norm.shift).contiguous(memory_format=memory_format)
+    out = norm(x, memory_format)
+    assert torch.equal(out, expected) and out.is_contiguous(memory_format=memory_format)
+    assert torch.equal(x, before)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
