@@ -29,6 +29,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -205,6 +206,7 @@ def _rank_main(
             "kind": "usage" if isinstance(exc, ValueError) else "crash",
             "message": " ".join(str(exc).split()),
             "traceback": "".join(traceback.format_exception(exc)),
+            "at": time.monotonic_ns(),  # system-wide: orders the ranks' failures
         }
         Path(folder, f"error-{rank}.json").write_text(json.dumps(report))
         sys.exit(1)
@@ -241,9 +243,13 @@ def launch_local(
                 start_method="spawn",
             )
         except ProcessException:
-            # The first failure is the cause; the other ranks then lose their peers. Bad input
-            # (a ValueError) is reported as such; anything else with the traceback of its rank.
-            reports = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("error-*.json"))]
+            # The first failure is the cause; the other ranks then lose their peers (gloo's
+            # "Connection closed by peer"), often before the launcher stops them, so reports are
+            # taken in the order they were made, not by rank. Bad input (a ValueError) is reported
+            # as such; anything else with the traceback of the rank that failed first.
+            reports = sorted(
+                (json.loads(p.read_text()) for p in Path(folder).glob("error-*.json")), key=lambda r: r["at"]
+            )
             usage = [r["message"] for r in reports if r["kind"] == "usage"]
             if usage:
                 raise ValueError(usage[0]) from None

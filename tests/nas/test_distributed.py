@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from nas.device import Runtime
-from nas.distributed import Ranks, all_reduce_gradients, average_buffers, launch_local, torchrun_context
+from nas.distributed import Ranks, WorkerError, all_reduce_gradients, average_buffers, launch_local, torchrun_context
 
 CPU = Runtime.create("cpu")
 
@@ -55,6 +55,19 @@ def test_a_rank_bad_input_is_one_line_in_the_launcher():
     with pytest.raises(ValueError) as info:
         launch_local(_failing_job, 2, CPU, threads=1)
     assert str(info.value) == "rank 1 found bad input; fix it"
+
+
+def _crashing_job(ranks: Ranks, runtime: Runtime) -> None:
+    if ranks.rank == 1:
+        raise RuntimeError("rank 1 crashed first")
+    torch.distributed.barrier()  # rank 0 then loses its peer, and fails too
+
+
+def test_a_rank_crash_is_reported_by_its_own_message_not_a_peers_lost_connection(capsys):
+    with pytest.raises(WorkerError) as info:
+        launch_local(_crashing_job, 2, CPU, threads=1)
+    assert str(info.value) == "a training rank failed: rank 1 crashed first (traceback above)"
+    assert "RuntimeError: rank 1 crashed first" in capsys.readouterr().err
 
 
 def test_torchrun_environment(monkeypatch):
