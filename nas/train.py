@@ -573,6 +573,7 @@ def train_model(
         return loss.detach(), (logits.argmax(1) == y).sum()
 
     def end_of_epoch(epoch: int, state: dict[str, Any], history: list[dict[str, float]]) -> dict[str, float]:
+        average_buffers(model, ranks)  # as for the supernet: rank 0 evaluates and returns the ranks' average
         scores = None
         if ranks.main:
             score = evaluate_model(
@@ -582,10 +583,11 @@ def train_model(
             model.train()
         return broadcast(scores, ranks)
 
-    # Dropout draws from torch's global generator: seed it for reproducibility, restore afterwards.
+    # Dropout draws from torch's global generator: seed it for reproducibility, restore afterwards;
+    # per rank, or every rank would drop the same units of its shard's images.
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed + 1)
+        torch.manual_seed(seed + 1 + ranks.rank)
         history, stopped = _sgd_loop(
             model, data, config, seed, train_step, runtime=runtime, ranks=ranks, data_workers=data_workers,
             desc="train", progress=progress, end_of_epoch=end_of_epoch, on_epoch=on_epoch,

@@ -138,3 +138,25 @@ def test_two_ranks_stay_identical_and_resume_exactly(tiny_space, digits_npz, tmp
     b = load_supernet(tmp_path / "resumed" / "supernet.pt", tiny_space)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(x, y), name
+
+
+def _model_job(ranks: Ranks, runtime: Runtime, *, spec, data, config, folder: str):
+    from nas.train import train_model
+
+    result = train_model(spec, data, config, progress=False, seed=0, runtime=runtime, ranks=ranks)
+    Path(folder, f"rank{ranks.rank}.txt").write_text(_digest(result.model))
+    return result.history
+
+
+@pytest.mark.slow
+def test_two_ranks_training_a_network_end_identical_batch_norm_statistics_included(tiny_space, digits_npz, tmp_path):
+    from nas.data import load_data
+    from nas.train import TrainConfig
+
+    data = load_data(digits_npz, resolution=16, seed=0)
+    config = TrainConfig(epochs=1, batch_size=32, warmup_epochs=0.5)
+    job = functools.partial(_model_job, spec=tiny_space.largest(), data=data, config=config, folder=str(tmp_path))
+    history = launch_local(job, 2, CPU, threads=1)
+    assert [h["epoch"] for h in history] == [1]
+    digests = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
+    assert len(digests) == 1, "the ranks ended with different weights or batch-norm statistics"
