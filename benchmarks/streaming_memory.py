@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=positive_int, default=10_000, help="PNG files to write (default 10,000)")
     parser.add_argument("--epochs", type=positive_int, default=1)
     parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--data-workers", type=non_negative_int, default=0, help="DataLoader worker processes (default 0)")
+    parser.add_argument(
+        "--data-workers", type=non_negative_int, default=0, help="DataLoader worker processes (default 0)"
+    )
     parser.add_argument("--keep", default=None, help="write the folder here and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="stream-images-") as tmp:
