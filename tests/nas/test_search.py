@@ -360,3 +360,26 @@ def test_search_on_a_per_block_space_with_se_and_hswish(digits_npz, tmp_path):
     session = ort.InferenceSession(str(best / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+
+
+@pytest.mark.slow
+def test_ofa_mbv3_space_searches_end_to_end(digits_npz, tmp_path):
+    """Once-for-All's full MobileNetV3 space (every stage, SE, h-swish, 3/5/7 kernels, depths
+    2-4) through nas.search, kept small by a 32 px resolution, 10 classes and one epoch."""
+    import dataclasses
+
+    from search_spaces import get_space
+
+    space = dataclasses.replace(get_space("ofa-mbv3"), name="ofa-mbv3-32px", resolutions=(32,), num_classes=10)
+    space_path = tmp_path / "ofa-mbv3.json"
+    space.to_json(space_path)
+    out = tmp_path / "run"
+    code = search_main(
+        ["--space", str(space_path), "--data", digits_npz, "--trials", "3", "--supernet-epochs", "1",
+         "--out", str(out), "--no-progress", "--sampler", "random", "--target", "pixel"]
+    )
+    assert code == 0
+    df = nas.load_trials(out)
+    assert (df["state"] == "COMPLETE").sum() == 3 and (df["latency_ms"] > 0).all()
+    assert all(space.contains(ArchSpec.from_string(a)) for a in df["arch"])
+    assert (out / "best" / "model.onnx").is_file()
