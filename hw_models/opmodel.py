@@ -6,7 +6,9 @@ A network is a sequence of ops, each lowered the way mobile inference engines lo
   reduction depth ``K`` (input channels x kernel taps) and output channels ``N`` are processed in
   SIMD/register tiles, so the work is ``H_out * W_out * ceil_tk(K) * ceil_tn(C_out)`` (the tile
   pair is part of a target); the weights are re-packed on every call, a cost proportional to
-  ``K * C_out`` that does not shrink with the image;
+  ``K * C_out`` that does not shrink with the image; ``gemm_macs_exact`` is the same work without
+  the rounding (``H_out * W_out * K * C_out``): engines run the last, partial tile with narrower
+  kernels, so a fit may cost part of the work per tile and part per actual multiply-accumulate;
 - depthwise convolutions cost per tap (``H_out * W_out * C * k^2``, or per input element streamed
   through the taps, ``H_in * W_in * C * k^2``); kernel sizes have their own extra cost per tap
   (``dw_macs_k5``: kernels >= 5, ``dw_macs_k7``: kernels >= 7), cumulative so that with
@@ -74,6 +76,7 @@ FEATURES: tuple[str, ...] = (
     "matvec_weights",
     "elementwise",
     "squeeze_excitations",
+    "gemm_macs_exact",
 )
 FEATURE_DOCS: dict[str, str] = {
     "gemm_macs": "sum over stem/pointwise/head convs of H_out*W_out*ceil_tile_k(C_in*k^2)*ceil_tile_n(C_out)",
@@ -96,6 +99,7 @@ FEATURE_DOCS: dict[str, str] = {
     "squeeze_excitations": (
         "number of squeeze-excitation modules (the fixed cost of their 5 small ops: pool, 2 convs, gate, scale)"
     ),
+    "gemm_macs_exact": "sum over the convs of gemm_macs of H_out*W_out*C_in*k^2*C_out (their work without tile rounding)",
 }
 # Ops beyond MobileNetV2's (ReLU6, no squeeze-excitation, the conv head) with a cost in the model;
 # a target lists those it has a basis for. ReLU costs what ReLU6 costs and needs no basis.
@@ -113,10 +117,11 @@ IMAGE_CHANNELS = 3
 STEM_KERNEL = 3
 _N = len(FEATURES)
 # indices into a feature vector, in FEATURES order (tests/hw_models/test_predict.py checks the names)
-(_GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS, _MATVEC, _ELEMENTWISE, _SE) = (
-    range(_N)
-)
-_NO_V3_OPS = [0.0, 0.0, 0.0]  # the last three features of a MobileNetV2-family network
+(
+    _GEMM_MACS, _GEMM_WEIGHTS, _DW_MACS, _DW_INPUT, _DW_K5, _DW_K7, _FC, _ACT, _LAYERS, _MATVEC, _ELEMENTWISE, _SE,
+    _GEMM_EXACT,
+) = range(_N)  # fmt: skip
+_NO_V3_OPS = [0.0, 0.0, 0.0]  # matvec_weights, elementwise, squeeze_excitations of a MobileNetV2-family network
 
 
 def spec_ops(spec: ArchSpec) -> tuple[str, ...]:
@@ -145,6 +150,7 @@ def _ceil(value: int, tile: int) -> int:
 
 def _gemm(acc: list[float], pixels: int, k: int, n: int, tile: Tile, activation: str = "relu6") -> None:
     acc[_GEMM_MACS] += pixels * _ceil(k, tile[0]) * _ceil(n, tile[1])
+    acc[_GEMM_EXACT] += pixels * k * n
     acc[_GEMM_WEIGHTS] += k * n
     acc[_ACT] += pixels * n
     acc[_LAYERS] += 1
@@ -275,6 +281,7 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
     k0 = IMAGE_CHANNELS * STEM_KERNEL * STEM_KERNEL
     px = size * size
     gemm_macs = px * (-(-k0 // tk) * tk) * (-(-c_in // tn) * tn)
+    gemm_exact = px * k0 * c_in
     gemm_weights = k0 * c_in
     activations = px * c_in
     layers = 1
@@ -290,12 +297,14 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
         out_n = -(-c_out // tn) * tn
         if t != 1:
             gemm_macs += px_in * (-(-c_in // tk) * tk) * hidden_n
+            gemm_exact += px_in * c_in * hidden
             gemm_weights += c_in * hidden
             activations += px_in * hidden
             layers += 1
         macs = px_out * hidden * taps
         inp = px_in * hidden * taps
         gemm_macs += px_out * hidden_k * out_n
+        gemm_exact += px_out * hidden * c_out
         gemm_weights += hidden * c_out
         activations += px_out * (hidden + c_out)
         layers += 2
@@ -309,10 +318,12 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
             inp += more * block_macs
             if t != 1:
                 gemm_macs += more * px_out * (-(-c_out // tk) * tk) * hidden_n
+                gemm_exact += more * px_out * c_out * hidden
                 gemm_weights += more * c_out * hidden
                 activations += more * px_out * hidden
                 layers += more
             gemm_macs += more * px_out * hidden_k * out_n
+            gemm_exact += more * px_out * hidden * c_out
             gemm_weights += more * hidden * c_out
             activations += more * px_out * (hidden + c_out)
             layers += 2 * more
@@ -326,6 +337,7 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
     n = spec.last_channels
     px = size * size
     gemm_macs += px * (-(-c_in // tk) * tk) * (-(-n // tn) * tn)
+    gemm_exact += px * c_in * n
     gemm_weights += c_in * n
     activations += px * n + spec.num_classes
     return [
@@ -339,6 +351,7 @@ def spec_features(spec: ArchSpec, tile: int | Tile) -> list[float]:
         float(activations),
         float(layers + 2),
         *_NO_V3_OPS,
+        float(gemm_exact),
     ]
 
 

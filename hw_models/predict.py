@@ -38,18 +38,28 @@ PIXEL_REFERENCE = "mobilenet_v2_pixel1.csv"
 PIXEL_NETWORKS = "nas_networks_pixel1.csv"
 # The features the published rows can identify. Depth is fixed within the TF-slim family and the
 # other networks are too few to separate a per-layer overhead or output traffic from the GEMM and
-# depthwise terms, so those coefficients (and the second, input-side depthwise form) stay 0.
-PIXEL_FEATURES: tuple[str, ...] = ("gemm_macs", "gemm_weights", "dw_macs", "dw_macs_k5", "dw_macs_k7", "fc_weights")
+# depthwise terms, so those coefficients stay 0.
+PIXEL_FEATURES: tuple[str, ...] = (
+    "gemm_macs",
+    "gemm_macs_exact",
+    "gemm_weights",
+    "dw_macs",
+    "dw_input",
+    "dw_macs_k5",
+    "dw_macs_k7",
+    "fc_weights",
+)
 # Features of ops no fitting row has: each coefficient is the sum of the fitted coefficients of the
 # work the runtime does for it, and why.
 PIXEL_DERIVED: dict[str, tuple[dict[str, int], str]] = {
     "matvec_weights": (
-        {"gemm_macs": 1, "gemm_weights": 1},
+        {"gemm_macs": 1, "gemm_macs_exact": 1, "gemm_weights": 1},
         "a 1x1 conv on a pooled vector (squeeze-excitation's two, the MobileNetV3 head's last conv) is a CONV_2D op "
         "with one output pixel in the TF-Lite graph, so each weight costs what the fit gives a 1x1 conv's weight "
-        "at one pixel: one multiply-accumulate (gemm_macs) plus its packing (gemm_weights), tile rounding aside. "
+        "at one pixel: one multiply-accumulate (gemm_macs and gemm_macs_exact) plus its packing (gemm_weights), "
+        "tile rounding aside. "
         "Not the classifier's fc_weights coefficient: the classifier (a FULLY_CONNECTED op) has the same size in "
-        "almost every fitting row, so the fit cannot identify its cost and leaves it at 0",
+        "almost every fitting row, so the fit cannot identify its cost (it comes out small or 0)",
     ),
     "elementwise": (
         {"dw_macs": 1, "dw_input": 1},

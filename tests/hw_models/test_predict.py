@@ -78,6 +78,14 @@ def test_gemm_macs_equal_conv_madds_without_tiling():
     assert f["gemm_macs"] + f["dw_macs"] + f["fc_weights"] == count_madds(spec)
 
 
+@pytest.mark.parametrize("tile", [(16, 32), (4, 8)])
+def test_gemm_macs_exact_are_the_gemm_macs_without_tile_rounding(tile):
+    spec = mobilenet_v2(0.35, 96)  # narrow layers: tiles round up a lot
+    exact = dict(zip(FEATURES, spec_features(spec, tile)))["gemm_macs_exact"]
+    assert exact == dict(zip(FEATURES, spec_features(spec, 1)))["gemm_macs"]
+    assert exact < dict(zip(FEATURES, spec_features(spec, tile)))["gemm_macs"]
+
+
 def test_old_target_files_without_output_tiles_or_kernel_features_still_load():
     data = load_target("pixel").to_dict()
     for feature in ("dw_macs_k5", "dw_macs_k7"):
@@ -247,10 +255,11 @@ def test_feature_indices_follow_the_feature_names():
         "matvec_weights",
         "elementwise",
         "squeeze_excitations",
+        "gemm_macs_exact",
     ]
     indices = [opmodel._GEMM_MACS, opmodel._GEMM_WEIGHTS, opmodel._DW_MACS, opmodel._DW_INPUT, opmodel._DW_K5,
                opmodel._DW_K7, opmodel._FC, opmodel._ACT, opmodel._LAYERS, opmodel._MATVEC, opmodel._ELEMENTWISE,
-               opmodel._SE]  # fmt: skip
+               opmodel._SE, opmodel._GEMM_EXACT]  # fmt: skip
     assert [opmodel.FEATURES[i] for i in indices] == names
 
 
@@ -299,7 +308,7 @@ def test_pixel_costs_of_the_new_ops_are_derived_from_fitted_coefficients():
 
     pixel = load_target("pixel")
     coef = dict(zip(FEATURES, pixel.coefficients))
-    assert coef["matvec_weights"] == coef["gemm_macs"] + coef["gemm_weights"] > 0
+    assert coef["matvec_weights"] == coef["gemm_macs"] + coef["gemm_macs_exact"] + coef["gemm_weights"] > 0
     assert coef["elementwise"] == coef["dw_macs"] + coef["dw_input"] > 0
     assert coef["squeeze_excitations"] == 5 * coef["layers"]
     assert not set(PIXEL_DERIVED) & set(PIXEL_FEATURES)  # derived, never fitted
