@@ -70,6 +70,12 @@ def test_loader_workers_do_not_change_batches_or_crops():
             assert torch.equal(a, b) and torch.equal(ya, yb)
 
 
+def test_loader_workers_end_with_each_pass():
+    loader = eval_loader(indexed(8), "val", 4, workers=1)
+    assert [ids(x) for x, _ in loader] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert not loader.persistent_workers  # no worker left running between passes
+
+
 def test_ranks_share_each_batch_exactly():
     data = indexed(50)
     single = epoch(train_loader(data, 8, seed=3), 2)
