@@ -3,8 +3,8 @@
 Optuna's RDB storage (SQLAlchemy) holds the study in PostgreSQL, MySQL or SQLite. This module
 opens it with one-line errors for every way that can fail, keeps a heartbeat for the trials this
 process runs (so that workers on any machine can tell a dead worker's trial from a slow one), and
-provides the lock under which workers ask for trials (a PostgreSQL advisory lock, shared by every
-machine on the database; a file lock otherwise).
+provides the lock under which workers ask for trials (a PostgreSQL advisory lock or MySQL GET_LOCK,
+shared by every machine on the database; a file lock otherwise).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 10
 # Database backend -> (pip extra that installs its driver, what the driver is).
-DRIVER_EXTRAS = {"postgresql": ("postgres", "psycopg 3"), "mysql": ("mysql", "PyMySQL")}
+DRIVER_EXTRAS = {"postgresql": ("postgres", "psycopg 3"), "mysql": ("mysql", "PyMySQL"), "mariadb": ("mysql", "PyMySQL")}
 # Optuna warns on every ask that heartbeats are meant for Study.optimize; the ask-and-tell loops
 # of the search beats through Heartbeat below instead (verify trials keep no heartbeat).
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used", category=UserWarning)
@@ -78,11 +78,14 @@ def connect_storage(
             )
     except ImportError as e:
         extra, driver = DRIVER_EXTRAS.get(backend, (None, None))
-        missing = getattr(e.__cause__, "name", None) or "its driver"
+        # Optuna re-raises the driver's ImportError; SQLAlchemy's own (in _schema_lock) names it
+        missing = getattr(e.__cause__, "name", None) or e.name or "its driver"
         if extra is not None:
             fix = f"pip install 'invres-nas[{extra}]' (installs {driver})"
             if backend == "postgresql" and missing != "psycopg":
                 fix += f", or install {missing}"
+            elif extra == "mysql" and missing != "pymysql":  # mysql:// means MySQLdb (mysqlclient)
+                fix = f"use {backend}+pymysql://... and {fix}, or install {missing}"
         else:
             fix = f"install the Python module {missing}"
         raise ValueError(f"--storage {shown} needs the {backend} driver ({missing} is not installed): {fix}") from None
@@ -108,27 +111,48 @@ def _schema_lock(url: str, backend: str, engine_kwargs: dict[str, Any]) -> Itera
     from sqlalchemy.pool import NullPool
 
     engine = sqlalchemy.create_engine(url, poolclass=NullPool, **engine_kwargs)
-    if backend == "postgresql":
-        lock = ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)")
-        key: int | str = zlib.crc32(b"invres-nas:optuna-schema")
-    else:
-        lock = ("SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)")
-        key = "invres-nas:optuna-schema"
     try:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(lock[0]), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text(lock[1]), {"key": key})
-                connection.commit()
+        with engine.connect() as connection, _server_lock(connection, backend, "invres-nas:optuna-schema"):
+            yield
     finally:
         engine.dispose()
+
+
+# MariaDB's GET_LOCK takes no negative (endless) timeout, unlike MySQL's: wait this long per try.
+MYSQL_LOCK_WAIT_SECONDS = 3600
+
+
+@contextlib.contextmanager
+def _server_lock(connection: Any, backend: str, name: str) -> Iterator[None]:
+    """A session lock named ``name`` held on ``connection`` (a PostgreSQL advisory lock or a
+    MySQL/MariaDB GET_LOCK), which the server releases if the connection dies."""
+    import sqlalchemy
+
+    if backend == "postgresql":
+        key: int | str = zlib.crc32(name.encode())
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        unlock = "SELECT pg_advisory_unlock(:key)"
+    else:
+        key = f"invres-nas:{zlib.crc32(name.encode()):08x}"  # lock names are at most 64 characters
+        get = sqlalchemy.text("SELECT GET_LOCK(:key, :wait)")
+        while (got := connection.execute(get, {"key": key, "wait": MYSQL_LOCK_WAIT_SECONDS}).scalar()) == 0:
+            pass  # still held by another session after the wait
+        if got != 1:
+            raise RuntimeError(f"the server refused the lock {key} (GET_LOCK returned {got})")
+        unlock = "SELECT RELEASE_LOCK(:key)"
+    try:
+        yield
+    finally:
+        connection.execute(sqlalchemy.text(unlock), {"key": key})
+        connection.commit()
 
 
 def _reason(error: Exception) -> str:
     """The database driver's own message (without SQLAlchemy's decoration), on one line."""
     original = getattr(error, "orig", None)
+    args = getattr(original, "args", ())
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):  # PyMySQL: (code, message)
+        return _one_line(f"{args[1]} (MySQL error {args[0]})")
     return _one_line(str(original if original is not None else error))
 
 
@@ -147,24 +171,18 @@ def rdb_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
 @contextlib.contextmanager
 def ask_lock(study: optuna.Study, lock_path: Path) -> Iterator[None]:
     """The lock under which a worker counts trials and asks for one, so that workers never start
-    more trials than asked for. On PostgreSQL a session advisory lock on the study, which every
-    machine using the database shares (and which the server releases if the worker dies); on
-    other storages a file lock (the workers of one run folder on one machine)."""
+    more trials than asked for. On PostgreSQL and MySQL a server-side session lock on the study
+    (an advisory lock, GET_LOCK), which every machine using the database shares (and which the
+    server releases if the worker dies); on other storages a file lock (the workers of one run
+    folder on one machine)."""
     backend = rdb_backend(study)
-    if backend is None or backend.engine.dialect.name != "postgresql":
+    dialect = backend.engine.dialect.name if backend is not None else None
+    if backend is None or dialect not in DRIVER_EXTRAS:
         with file_lock(lock_path):
             yield
         return
-    import sqlalchemy
-
-    key = zlib.crc32(f"invres-nas:{study.study_name}".encode())
-    with backend.engine.connect() as connection:
-        connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-        try:
-            yield
-        finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            connection.commit()
+    with backend.engine.connect() as connection, _server_lock(connection, dialect, f"invres-nas:{study.study_name}"):
+        yield
 
 
 def heartbeat_seconds(study: optuna.Study) -> int | None:

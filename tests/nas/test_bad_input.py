@@ -142,6 +142,14 @@ def test_storage_without_its_driver_names_the_extra(module, extra, monkeypatch, 
     assert not (tmp_path / "run").exists()
 
 
+def test_mysql_url_without_pymysql_names_the_pymysql_spelling(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)  # mysql:// means mysqlclient, which [mysql] does not bring
+    assert search_main(["--storage", "mysql://u@127.0.0.1/db", "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "mysql+pymysql://" in err and "MySQLdb" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("out", ["/proc/invres-retrain", "/dev/null/retrain"])
 def test_train_out_that_cannot_be_created(existing_run, out, capsys):
     argv = ["--arch", str(existing_run / "best" / "arch.json"), "--epochs", "1", "--out", out, "--no-progress"]

@@ -1,8 +1,11 @@
-"""Database studies on a real PostgreSQL server: concurrent workers, killed workers, errors.
+"""Database studies on real PostgreSQL and MySQL (MariaDB) servers: concurrent workers, killed
+workers, errors.
 
-The server comes from ``INVRES_TEST_POSTGRES_URL`` (``.ci/run`` starts one on loopback with
-``.ci/postgres.sh``). Without it these tests are skipped, unless ``INVRES_REQUIRE_POSTGRES=1``
-(set by ``.ci/run``), which makes a missing server a failure. Every test gets its own database.
+The servers come from ``INVRES_TEST_POSTGRES_URL`` and ``INVRES_TEST_MYSQL_URL`` (``.ci/run``
+starts a PostgreSQL server on loopback with ``.ci/postgres.sh``; ``.ci/mysql.sh`` starts a
+MariaDB one the same way). Each test runs against every server that is set and is skipped for
+the others, unless ``INVRES_REQUIRE_POSTGRES=1`` / ``INVRES_REQUIRE_MYSQL=1`` makes a missing
+server a failure. Every test gets its own database.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sys
 import textwrap
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -23,7 +27,7 @@ from optuna.trial import TrialState
 
 from nas.config import SearchConfig
 from nas.search import main as search_main
-from nas.storage import connect_storage
+from nas.storage import ask_lock, connect_storage
 from nas.study import RETRY_ATTR, WORKER_ATTR, count_states, open_study, run_worker, storage_for
 from search_spaces import sample_spec
 
@@ -34,31 +38,60 @@ HEARTBEAT = 1
 GRACE = 3
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    url = os.environ.get("INVRES_TEST_POSTGRES_URL")
+@dataclass(frozen=True)
+class Server:
+    """A kind of database server the tests can run against, and how they learn of one."""
+
+    url_variable: str
+    require_variable: str
+    driver: str
+    extra: str
+    start: str
+
+
+SERVERS = {
+    "postgresql": Server(
+        "INVRES_TEST_POSTGRES_URL", "INVRES_REQUIRE_POSTGRES", "psycopg", "postgres", "source .ci/postgres.sh && postgres_start"
+    ),
+    "mysql": Server("INVRES_TEST_MYSQL_URL", "INVRES_REQUIRE_MYSQL", "pymysql", "mysql", "source .ci/mysql.sh && mysql_start"),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(SERVERS))
+def db_server(request) -> str:
+    """The URL of a test server of each kind (PostgreSQL, MySQL/MariaDB); skipped if not set."""
+    server = SERVERS[request.param]
+    url = os.environ.get(server.url_variable)
     if not url:
-        if os.environ.get("INVRES_REQUIRE_POSTGRES") == "1":
-            pytest.fail("INVRES_REQUIRE_POSTGRES=1 but INVRES_TEST_POSTGRES_URL is not set (see .ci/postgres.sh)")
-        pytest.skip("no PostgreSQL server: source .ci/postgres.sh && postgres_start")
-    pytest.importorskip("psycopg", reason="pip install -e '.[postgres]'")
+        if os.environ.get(server.require_variable) == "1":
+            pytest.fail(f"{server.require_variable}=1 but {server.url_variable} is not set (see {server.start})")
+        pytest.skip(f"no {request.param} server: {server.start}")
+    pytest.importorskip(server.driver, reason=f"pip install -e '.[{server.extra}]'")
     return url
 
 
 @pytest.fixture
-def database(postgres_server):
+def database(db_server):
     """A fresh database on the test server; its URL (dropped afterwards)."""
-    import psycopg
+    import sqlalchemy
     from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
 
-    server = make_url(postgres_server)
+    server = make_url(db_server)
     name = f"invres_{uuid.uuid4().hex[:12]}"
-    conninfo = dict(host=server.host, port=server.port, user=server.username, password=server.password)
-    with psycopg.connect(dbname=server.database, autocommit=True, **conninfo) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with psycopg.connect(dbname=server.database, autocommit=True, **conninfo) as connection:
-        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    if server.get_backend_name() == "postgresql":
+        create, drop = f'CREATE DATABASE "{name}"', f'DROP DATABASE "{name}" WITH (FORCE)'
+    else:
+        create, drop = f"CREATE DATABASE `{name}`", f"DROP DATABASE `{name}`"
+    engine = sqlalchemy.create_engine(server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(create))
+        yield server.set(database=name).render_as_string(hide_password=False)
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(drop))
+    finally:
+        engine.dispose()
 
 
 def _config(url: str, trials: int = N_TRIALS) -> SearchConfig:
@@ -150,6 +183,30 @@ def test_two_worker_processes_finish_exactly_n_unique_trials(database, space_fil
     assert sum(done) == N_TRIALS and all(d > 0 for d in done), done
 
 
+def test_the_ask_lock_is_held_on_the_server(database, tiny_space, tmp_path):
+    """Workers that share only the database (their lock files differ, as on two machines) wait
+    for each other's ask lock: a worker holding it keeps another from counting and asking."""
+    import threading
+
+    holder = open_study(_config(database), tiny_space, None)
+    # MySQL's dialect also goes by mariadb://: either spelling takes the same server lock
+    spelling = database.replace("mysql+", "mariadb+", 1)
+    other = open_study(_config(spelling), tiny_space, None)
+    events: list[str] = []
+
+    def ask_elsewhere() -> None:
+        with ask_lock(other, tmp_path / "lock-elsewhere"):
+            events.append("elsewhere")
+
+    elsewhere = threading.Thread(target=ask_elsewhere)
+    with ask_lock(holder, tmp_path / "lock-here"):
+        elsewhere.start()
+        elsewhere.join(timeout=1)  # long enough to take a free lock; the test never waits on success
+        events.append("released")
+    elsewhere.join()
+    assert events == ["released", "elsewhere"]
+
+
 @pytest.mark.parametrize("foreign", [False, True], ids=["same-machine", "other-machine"])
 def test_survivor_finishes_after_a_worker_is_sigkilled(database, space_file, tiny_space, tmp_path, foreign):
     """A worker killed mid-search leaves its trial RUNNING; the surviving worker fails it (by
@@ -193,23 +250,31 @@ def test_resumed_worker_completes_a_study_left_by_a_killed_worker(database, spac
     assert study.get_trials()[stuck[0].number].state == TrialState.FAIL
 
 
-def test_wrong_password_and_missing_database_are_one_line_errors(postgres_server):
+# What each server says (through its driver) to a refused login and to a missing database.
+REFUSED = {"postgresql": "password authentication failed", "mysql": "Access denied for user 'invres'"}
+ABSENT = {"postgresql": 'database "no_such_db" does not exist', "mysql": "Unknown database 'no_such_db'"}
+
+
+def test_wrong_password_and_missing_database_are_one_line_errors(db_server):
     from sqlalchemy.engine import make_url
 
-    server = make_url(postgres_server)
+    server = make_url(db_server)
+    backend = server.get_backend_name()
     wrong = server.set(password="not-the-password").render_as_string(hide_password=False)
     with pytest.raises(ValueError) as refused:
         connect_storage(wrong)
-    assert "not-the-password" not in str(refused.value)
-    assert "password authentication failed" in str(refused.value) and len(str(refused.value).splitlines()) == 1
+    message = str(refused.value)
+    assert "not-the-password" not in message and len(message.splitlines()) == 1, message
+    assert REFUSED[backend] in message and "***" in message, message
     missing = server.set(database="no_such_db").render_as_string(hide_password=False)
     with pytest.raises(ValueError) as absent:
         connect_storage(missing)
-    assert 'database "no_such_db" does not exist' in str(absent.value)
-    assert server.password not in str(absent.value)
+    message = str(absent.value)
+    assert ABSENT[backend] in message and len(message.splitlines()) == 1, message
+    assert server.password not in message
 
 
-def test_cli_on_postgres_masks_the_password_and_refuses_a_different_search(database, space_file, digits_npz, tmp_path, capsys):
+def test_cli_on_a_database_masks_the_password_and_refuses_a_different_search(database, space_file, digits_npz, tmp_path, capsys):
     args = ["--space", str(space_file), "--data", digits_npz, "--trials", "3", "--supernet-epochs", "1"]
     out = tmp_path / "run"
     verify = ["--verify-top", "1", "--verify-epochs", "1"]  # a second study in the same database
@@ -220,7 +285,8 @@ def test_cli_on_postgres_masks_the_password_and_refuses_a_different_search(datab
     saved = (out / "config.json").read_text()
     password = database.split(":")[2].split("@")[0]
     assert password not in saved and "***" in saved
-    assert json.loads(saved)["args"]["storage"].startswith("postgresql://invres:***@")
+    scheme = database.split("://")[0]
+    assert json.loads(saved)["args"]["storage"].startswith(f"{scheme}://invres:***@")
     assert not (out / "study.journal").exists()  # the study lives in the database
     capsys.readouterr()
     # the same study name with another target is another search: refused before any folder exists
@@ -232,8 +298,8 @@ def test_cli_on_postgres_masks_the_password_and_refuses_a_different_search(datab
 
 
 @pytest.mark.slow
-def test_cli_workers_on_postgres_one_killed(database, space_file, digits_npz, tmp_path):
-    """End to end: two `nas.search` processes on one PostgreSQL study, one SIGKILLed mid-search;
+def test_cli_workers_on_a_database_one_killed(database, space_file, digits_npz, tmp_path):
+    """End to end: two `nas.search` processes on one database study, one SIGKILLed mid-search;
     the survivor finishes, and re-running the command leaves exactly N complete trials."""
     out = tmp_path / "run"
     cmd = [
