@@ -60,7 +60,8 @@ mysql_start() {
 mysql_stop() {
     if [ -n "${MYSQL_PID:-}" ] && kill -0 "$MYSQL_PID" 2>/dev/null; then
         kill -KILL "$MYSQL_PID" 2>/dev/null
-        wait "$MYSQL_PID" 2>/dev/null
+        wait "$MYSQL_PID" 2>/dev/null  # only a child of this shell; otherwise wait until it is gone
+        for _ in $(seq 1 50); do kill -0 "$MYSQL_PID" 2>/dev/null || break; sleep 0.1; done
     fi
     if [ -n "${MYSQL_TEMP:-}" ]; then rm -rf "$MYSQL_TEMP"; fi
     unset MYSQL_TEMP MYSQL_PID INVRES_TEST_MYSQL_URL
