@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 from search_spaces import ArchSpec, SearchSpace, sample_spec
 
 from .analysis import VERIFY_FILE
-from .run_dir import file_lock, worker_token
+from .run_dir import worker_token
 
 VERIFY_STUDY_PREFIX = "invres-nas-verify"
 VERIFY_FROM = ("supernet", "scratch")
@@ -236,7 +236,7 @@ def verify_worker(
     worker. Returns the number of members this worker trained."""
     from tqdm.auto import tqdm
 
-    from .storage import Heartbeat
+    from .storage import Heartbeat, ask_lock
     from .study import WORKER_ATTR, fail_dead_trials
 
     done_here = 0
@@ -245,7 +245,7 @@ def verify_worker(
     bar = tqdm(total=total, desc="verify", unit="member", disable=None if progress else True)
     try:
         while True:
-            with file_lock(lock_path):
+            with ask_lock(study, lock_path):  # a server-side lock on database storages: every machine's workers
                 fail_dead_trials(study)
                 queue_unfinished(study, members, space)
                 trials = study.get_trials(deepcopy=False)
