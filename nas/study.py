@@ -301,3 +301,6 @@ def trials_table(
 def quiet_optuna_experimental_warnings() -> None:
     logging.getLogger("optuna").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Our workers ask and tell themselves and beat for their trials (nas.storage.Heartbeat), so
+    # Optuna's advice to use Study.optimize with a heartbeat storage does not apply.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
