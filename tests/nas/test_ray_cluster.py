@@ -197,12 +197,15 @@ def _descendants(root: int) -> dict[int, str]:
 
 def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_stays_intact(cluster, supernet, digits_npz, tmp_path):
     out = tmp_path / "killed"
+    # Trial actors of earlier searches on this cluster may linger while they shut down: killing
+    # one of those fails no trial of this search (idle workers Ray reuses for new actors do count).
+    earlier = {pid for pid, command in _descendants(cluster.process.pid).items() if "ImplicitFunc" in command}
     proc = search(supernet, digits_npz, out, cluster.env, 4, "--ray-address", cluster.address)
     killed = None
     deadline = time.monotonic() + 300
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
         for pid, command in _descendants(cluster.process.pid).items():
-            if command.startswith("ray::ImplicitFunc"):  # the Tune trial's actor process
+            if command.startswith("ray::ImplicitFunc") and pid not in earlier:  # the Tune trial's actor process
                 time.sleep(0.3)  # let it get into the trial
                 os.kill(pid, signal.SIGKILL)
                 killed = pid
