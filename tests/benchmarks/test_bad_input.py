@@ -10,6 +10,8 @@ import pytest
 
 from benchmarks import ablations, streaming_memory, supernet_speed, train_throughput
 
+from ..cli_errors import one_line_error
+
 
 @pytest.fixture
 def folder(tmp_path) -> Path:
@@ -65,14 +67,9 @@ CASES = [
 def test_bad_input_is_one_line_before_any_work(name, main, argv, fragment, folder, capsys):
     before = sorted(str(p) for p in folder.rglob("*"))
     argv = [a.replace("{t}", str(folder)) for a in argv]
-    try:
-        code = main([*argv, "--data", "digits"] if main is not streaming_memory.main else [*argv, "--images", "10"])
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    assert code == 2
-    captured = capsys.readouterr()
-    err = captured.err
-    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    extra = ["--data", "digits"] if main is not streaming_memory.main else ["--images", "10"]
+    err = one_line_error(main, [*argv, *extra], capsys)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
     assert fragment.replace("{t}", str(folder)) in err, err
     assert sorted(str(p) for p in folder.rglob("*")) == before
     assert [n for n in os.listdir(folder) if n.startswith(".")] == []

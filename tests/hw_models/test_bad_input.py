@@ -13,6 +13,8 @@ from hw_models import calibrate, calibration_kit, predict, profile, report
 from hw_models.calibration_kit import MANIFEST_COLUMNS
 from search_spaces import get_space, mobilenet_v2
 
+from ..cli_errors import one_line_error
+
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NOT_AS_ROOT = pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders; /proc and /sys cases cover it")
 
@@ -289,14 +291,8 @@ def _case_id(case) -> str:
 def test_bad_input_is_one_line_and_leaves_nothing(name, main, argv, fragment, inputs, capsys):
     argv = [_fill(a, inputs) for a in argv]
     before = snapshot(inputs)
-    try:
-        code = main([*argv, "--no-progress"] if main in (profile.main, calibration_kit.main) else argv)
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    assert code == 2
-    captured = capsys.readouterr()
-    err = captured.err
-    assert "Traceback" not in err and err.startswith("error: ") and err.count("\n") == 1, err
+    err = one_line_error(main, [*argv, "--no-progress"] if main in (profile.main, calibration_kit.main) else argv, capsys)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
     assert _fill(fragment, inputs) in err, err
     assert snapshot(inputs) == before
     assert not (inputs / "targets").exists()

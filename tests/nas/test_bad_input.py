@@ -18,6 +18,8 @@ from nas.search import main as search_main
 from nas.search import run_search
 from nas.train import main as train_main
 
+from ..cli_errors import one_line_error
+
 
 def snapshot(folder: Path) -> dict[str, str]:
     return {
@@ -245,13 +247,7 @@ def test_train_bad_input_is_one_clear_line(build, fragment, space_file, digits_n
     for flag, value in defaults.items():
         if flag not in args and not (flag == "--space" and "--arch" in args and fragment != "not allowed with argument"):
             args += [flag, value]
-    try:
-        code = train_main([*args, "--no-progress"])
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    err = one_line_error(train_main, [*args, "--no-progress"], capsys)
     assert fragment in err
     assert not (tmp_path / "out").exists()
 
