@@ -196,23 +196,29 @@ def _descendants(root: int) -> dict[int, str]:
 
 
 def test_a_ray_worker_killed_mid_trial_is_retried_and_the_study_stays_intact(cluster, supernet, digits_npz, tmp_path):
-    out = tmp_path / "killed"
-    # Trial actors of earlier searches on this cluster may linger while they shut down: killing
-    # one of those fails no trial of this search (idle workers Ray reuses for new actors do count).
-    earlier = {pid for pid, command in _descendants(cluster.process.pid).items() if "ImplicitFunc" in command}
-    proc = search(supernet, digits_npz, out, cluster.env, 4, "--ray-address", cluster.address)
-    killed = None
-    deadline = time.monotonic() + 300
-    while killed is None and time.monotonic() < deadline and proc.poll() is None:
-        for pid, command in _descendants(cluster.process.pid).items():
-            if command.startswith("ray::ImplicitFunc") and pid not in earlier:  # the Tune trial's actor process
-                time.sleep(0.3)  # let it get into the trial
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-                break
-        time.sleep(0.2)
-    assert killed is not None, "no trial process appeared"
-    err = finish(proc)
-    assert "retried after its Ray worker died" in err, err[-3000:]
-    df = assert_study_intact(out, 4)
-    assert set(df["state"]) <= {"COMPLETE", "FAIL"}
+    """A SIGKILLed trial actor is retried by Tune and the study ends intact. The kill is timed
+    from outside, so it can miss a trial (an actor between trials, or a lingering one of an
+    earlier search): such an attempt must still leave the study intact, and another is made."""
+    errors = []
+    for attempt in range(3):
+        out = tmp_path / f"killed-{attempt}"
+        earlier = {pid for pid, command in _descendants(cluster.process.pid).items() if "ImplicitFunc" in command}
+        proc = search(supernet, digits_npz, out, cluster.env, 4, "--ray-address", cluster.address)
+        killed = None
+        deadline = time.monotonic() + 300
+        while killed is None and time.monotonic() < deadline and proc.poll() is None:
+            for pid, command in _descendants(cluster.process.pid).items():
+                if command.startswith("ray::ImplicitFunc") and pid not in earlier:  # the Tune trial's actor process
+                    time.sleep(0.3)  # let it get into the trial
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+                    break
+            time.sleep(0.2)
+        assert killed is not None, "no trial process appeared"
+        err = finish(proc)
+        df = assert_study_intact(out, 4)
+        assert set(df["state"]) <= {"COMPLETE", "FAIL"}
+        if "retried after its Ray worker died" in err:
+            return
+        errors.append(err[-1500:])
+    pytest.fail("no kill of 3 led to a retried trial:\n" + "\n---\n".join(errors))
