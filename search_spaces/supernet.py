@@ -37,6 +37,28 @@ def activate(y: Tensor, name: str | None) -> Tensor:
     raise ValueError(f"unknown activation {name!r}; use one of ('relu', 'relu6', 'hswish')")
 
 
+def depthwise_conv(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    """Depthwise convolution with SAME padding (``kernel // 2``), as ``F.conv2d`` computes it.
+
+    Where the image is smaller than the kernel (the last stages of a small-input network) the
+    taps that can only ever meet padding are dropped and the remaining padding is added
+    explicitly: the same sums, without zero terms. oneDNN's weight gradient takes a slow path when
+    its padding reaches across the image (on AVX2 CPUs 3-20x slower: 12 ms instead of 3.4 ms for
+    32 x 144 channels of 3 x 3 pixels with a 5 x 5 kernel).
+    """
+    kernel = weight.shape[-1]
+    height, width = x.shape[-2:]
+    if min(height, width) >= kernel:
+        return F.conv2d(x, weight, None, stride, kernel // 2, 1, x.shape[1])
+    # Only offsets within +-(size - 1) of the centre reach the image (for any stride).
+    kh, kw = min(kernel, 2 * height - 1), min(kernel, 2 * width - 1)
+    top, left = (kernel - kh) // 2, (kernel - kw) // 2
+    weight = weight[:, :, top : top + kh, left : left + kw]
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2)).contiguous(memory_format=layout)
+    return F.conv2d(x, weight, None, stride, 0, 1, x.shape[1])
+
+
 class ElasticConvBN(nn.Module):
     """Conv (no bias, SAME padding) + batch norm at the largest size, run on a leading slice.
 
@@ -103,8 +125,10 @@ class ElasticConvBN(nn.Module):
             weight, gamma, beta, mean, var = self._active(in_channels, out_channels, kernel_size)
         else:
             weight, gamma, beta, mean, var = self._inference_slices(in_channels, out_channels, kernel_size)
-        groups = out_channels if self.depthwise else 1
-        y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2, 1, groups)
+        if self.depthwise:
+            y = depthwise_conv(x, weight, self.conv.stride[0])
+        else:
+            y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2)
         y = F.batch_norm(y, mean, var, gamma, beta, self.training, self.bn.momentum, self.bn.eps)
         return activate(y, activation)
 

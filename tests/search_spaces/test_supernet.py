@@ -245,3 +245,23 @@ def test_inference_after_a_weight_update_uses_the_new_weights():
         expected = supernet.extract(spec).eval()(x)
     assert (after - before).abs().max().item() > 1e-3
     assert (after - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_depthwise_conv_equals_conv2d_with_same_padding_at_every_image_size(layout):
+    """Images smaller than the kernel take the cropped-kernel path: same values and gradients."""
+    from search_spaces.supernet import depthwise_conv
+
+    generator = torch.Generator().manual_seed(0)
+    for height, width, kernel, stride in [(1, 1, 3, 1), (2, 2, 5, 1), (2, 3, 5, 2), (3, 3, 5, 1), (4, 2, 7, 2),
+                                          (3, 5, 7, 1), (5, 5, 5, 1), (8, 8, 3, 2)]:  # fmt: skip
+        x = torch.randn(2, 6, height, width, dtype=torch.float64, generator=generator)
+        x = x.contiguous(memory_format=layout).requires_grad_()
+        weight = torch.randn(6, 1, kernel, kernel, dtype=torch.float64, generator=generator, requires_grad=True)
+        expected = torch.nn.functional.conv2d(x, weight, None, stride, kernel // 2, 1, 6)
+        got = depthwise_conv(x, weight, stride)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected)
+        upstream = torch.randn_like(expected)
+        for g, e in zip(torch.autograd.grad(got, (x, weight), upstream), torch.autograd.grad(expected, (x, weight), upstream)):
+            torch.testing.assert_close(g, e)
