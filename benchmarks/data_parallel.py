@@ -9,6 +9,13 @@ final validation accuracy of the largest and the smallest sub-network, then:
   with 1 thread each);
 - the accuracy difference N workers - 1 worker, next to the spread between seeds (the noise).
 
+Then, unless ``--no-ceiling``, the ceiling the machine allows: N independent single-process
+trainings at the per-worker batch (batch / N) run side by side, with no communication at all,
+and the time of one of their steps is set against a step at the whole batch in one process alone.
+Their ratio bounds what N workers can gain on this machine and this network: a step does not
+halve with its batch (a fixed cost per op and per sub-network) and N processes share the
+machine's caches and memory. The speedup measured above is shown as a fraction of it.
+
 By default the N-worker runs keep the global batch (each worker takes batch / N, so that the
 sub-networks, batches and learning rates are exactly those of one process; only batch-norm
 statistics see smaller batches). ``--scale-batch`` gives every worker the whole batch instead
@@ -23,6 +30,8 @@ import dataclasses
 import math
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +39,8 @@ import numpy as np
 from nas.data import load_data
 from nas.device import Runtime
 from nas.distributed import check_workers
-from nas.train import SupernetTrainConfig, run_supernet_training
-from search_spaces import DEFAULT_PROXY_SPACE, get_space
+from nas.train import SupernetTrainConfig, run_supernet_training, steps_per_epoch
+from search_spaces import DEFAULT_PROXY_SPACE, SearchSpace, get_space
 
 try:
     from benchmarks._cli import Parser, positive_int
@@ -52,6 +61,27 @@ def run(space, data, config, runtime, workers: int, threads: int, seed: int) -> 
     return {"epoch_s": float(np.median(seconds)), "largest": last["val_largest"], "smallest": last["val_smallest"]}
 
 
+def step_ms(space_dict: dict, data_name: str, config: SupernetTrainConfig, threads: int, seed: int) -> float:
+    """Median milliseconds of one training step (the first epoch excluded) of a plain
+    single-process supernet training, on the CPU with ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    space = SearchSpace.from_dict(space_dict)
+    data = load_data(data_name, resolution=max(space.resolutions), seed=seed)
+    with tempfile.TemporaryDirectory(prefix="data-parallel-ceiling-") as folder:
+        result = run_supernet_training(space, data, config, Path(folder) / "supernet.pt", seed=seed, progress=False)
+    seconds = [h["seconds"] for h in result.history[1:]] or [result.history[0]["seconds"]]
+    return 1000 * float(np.median(seconds)) / steps_per_epoch(data, config.batch_size)
+
+
+def side_by_side_step_ms(space, data_name: str, config, threads: int, seed: int, copies: int) -> list[float]:
+    """:func:`step_ms` of ``copies`` independent trainings started together (fresh processes)."""
+    with ProcessPoolExecutor(copies, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(step_ms, space.to_dict(), data_name, config, threads, seed) for _ in range(copies)]
+        return [f.result() for f in futures]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default=DEFAULT_PROXY_SPACE)
@@ -63,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=positive_int, default=SupernetTrainConfig().epochs)
     parser.add_argument("--scale-batch", action="store_true", help="each worker takes the whole batch (weak scaling)")
     parser.add_argument("--lr-scaling", choices=("none", "sqrt", "linear"), default="none")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the side-by-side ceiling measurement")
+    parser.add_argument(
+        "--ceiling-epochs", type=positive_int, default=3, help="epochs of each ceiling run (the first not timed)"
+    )
     args = parser.parse_args(argv)
     try:
         runtime = Runtime.create(args.device)
@@ -103,6 +137,19 @@ def main(argv: list[str] | None = None) -> int:
             f"val accuracy {key}: {args.workers} workers - 1 worker = {difference:+.4f} (mean over seeds); "
             f"seed-to-seed std with 1 worker {spread:.4f}"
         )
+    if args.no_ceiling or runtime.device.type != "cpu" or args.scale_batch:
+        return 0
+    short = dataclasses.replace(base, epochs=args.ceiling_epochs)
+    alone = step_ms(space.to_dict(), args.data, short, threads, 0)
+    share = dataclasses.replace(short, batch_size=base.batch_size // args.workers)
+    beside = side_by_side_step_ms(space, args.data, share, threads, 0, args.workers)
+    ceiling = alone / max(beside)
+    print(
+        f"\nceiling: a step at batch {base.batch_size} alone {alone:.1f} ms; at batch {share.batch_size}, "
+        f"{args.workers} independent processes side by side: {', '.join(f'{b:.1f}' for b in beside)} ms; "
+        f"at most {ceiling:.2f}x for {args.workers} workers on this machine; measured {speedup:.2f}x = "
+        f"{speedup / ceiling:.2f} of it"
+    )
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ablations, supernet_ranking, supernet_speed
+from benchmarks import ablations, data_parallel, supernet_ranking, supernet_speed
 
 
 @pytest.fixture
@@ -21,6 +21,17 @@ def test_supernet_speed_reports_training_time_and_forward_ratio(space_file, digi
     out = capsys.readouterr().out
     assert "supernet training:" in out and "goal of 180 s" in out
     assert "ratio: median" in out and "goal of 1.15x" in out
+
+
+@pytest.mark.slow
+def test_data_parallel_reports_speedup_accuracy_and_the_side_by_side_ceiling(space_file, digits_npz, capsys):
+    argv = ["--space", space_file, "--data", digits_npz, "--epochs", "2", "--seeds", "2", "--ceiling-epochs", "2"]
+    assert data_parallel.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "epoch time, 1 worker / 2 workers (medians):" in out and "goal of 1.6x" in out
+    assert "seed-to-seed std with 1 worker" in out
+    ceiling = out.split("ceiling: ")[1]
+    assert "2 independent processes side by side" in ceiling and "of it" in ceiling
 
 
 @pytest.mark.slow
