@@ -33,7 +33,7 @@ from invres_utils.atomic_files import check_writable_file
 from invres_utils.cli import OneLineParser
 from search_spaces.arch import ArchSpec, parse_arch
 
-from .opmodel import FEATURES, OPS, fit_features, spec_ops
+from .opmodel import FEATURES, fit_features, spec_ops
 from .targets import SHIPPED, LatencyTarget, check_target_name, load_target, user_target_dir
 
 MODES: tuple[str, ...] = ("auto", "scale", "refit")
@@ -285,15 +285,7 @@ def calibrate_target(
         coef, tile, report = fit_features(specs, y)
         fit = {"mode": "refit", **report}
         used = {op for s in specs for op in spec_ops(s)}  # a refit has a basis for the ops it was fitted on
-        target = LatencyTarget(
-            name=name,
-            coefficients=tuple(float(c) for c in coef),
-            tile=tile[0],
-            tile_n=tile[1],
-            provenance={},
-            fit=fit,
-            ops=tuple(op for op in OPS if op in used),
-        )
+        target = LatencyTarget.from_fit(name, coef, tile, used, fit=fit)
         candidates["refit"] = (report["cv_mape_pct"], target)
     chosen = min(candidates, key=lambda k: candidates[k][0])
     target = candidates[chosen][1]

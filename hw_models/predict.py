@@ -151,14 +151,7 @@ def fit_pixel_target(date: str | None = None) -> LatencyTarget:
     madds = madds_rule_errors()
     for feature, (units, _) in PIXEL_DERIVED.items():
         coef[FEATURES.index(feature)] = sum(n * coef[FEATURES.index(u)] for u, n in units.items())
-    draft = LatencyTarget(
-        name="pixel",
-        coefficients=tuple(float(c) for c in coef),
-        tile=tile[0],
-        tile_n=tile[1],
-        provenance={},
-        ops=OPS,
-    )
+    draft = LatencyTarget.from_fit("pixel", coef, tile, OPS)
     fit = {
         **report,
         "metric": (

@@ -38,7 +38,7 @@ from search_spaces.space import SearchSpace
 from search_spaces.spaces import DEFAULT_PROXY_SPACE, get_space
 
 from .measure import RUNTIMES, STATISTICS, cpu_name, runners, summarize, time_interleaved, torch_threads
-from .opmodel import OPS, TILE_PAIRS, fit_matrices, spec_ops
+from .opmodel import TILE_PAIRS, fit_matrices, spec_ops
 from .targets import (
     LatencyTarget,
     LookupTable,
@@ -403,15 +403,7 @@ def profile_target(
     coef, tile, report = fit_matrices({t: np.array(v) for t, v in rows_x.items()}, rows_y)
     lookup = LookupTable(runtime, threads, 1, 0.0, measured, statistic)
     used = {op for p in all_parts for op in spec_ops(p.spec)}
-    draft = LatencyTarget(
-        name=target_name,
-        coefficients=tuple(float(c) for c in coef),
-        tile=tile[0],
-        tile_n=tile[1],
-        provenance={},
-        lookup=lookup,
-        ops=tuple(op for op in OPS if op in used),
-    )
+    draft = LatencyTarget.from_fit(target_name, coef, tile, used, lookup=lookup)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # parts left out by max_blocks use the fallback
         sums = [draft.predict(s) for s in specs]

@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -234,6 +234,23 @@ class LatencyTarget:
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
     _warned: set = field(default_factory=set, repr=False, compare=False)
     _lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @classmethod
+    def from_fit(
+        cls, name: str, coefficients: Sequence[float], tile: Tile, ops: Iterable[str], **fields: Any
+    ) -> LatencyTarget:
+        """A target from an op-model fit: its coefficients, its GEMM ``tile`` pair and the ops of
+        ``opmodel.OPS`` the fit had a basis for (kept in ``OPS`` order); ``fields`` sets the rest."""
+        wanted = set(ops)
+        return cls(
+            name=name,
+            coefficients=tuple(float(c) for c in coefficients),
+            tile=tile[0],
+            tile_n=tile[1],
+            provenance=fields.pop("provenance", {}),
+            ops=tuple(op for op in OPS if op in wanted),
+            **fields,
+        )
 
     @property
     def gemm_tile(self) -> Tile:
