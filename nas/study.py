@@ -3,12 +3,13 @@ shared by every process that works on the same storage."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,29 @@ def _awaited_trials(study: optuna.Study) -> int:
     return sum(1 for t in running if not worker_is_alive_here(t.user_attrs.get(WORKER_ATTR)))
 
 
+def claim_trial(study: optuna.Study, heartbeat: Heartbeat) -> optuna.Trial:
+    """``study.ask()`` for this worker (call under :func:`~nas.storage.ask_lock`): the trial is
+    marked with this worker's token and kept alive by ``heartbeat``, so that others can tell a
+    running trial from one whose worker died."""
+    trial = study.ask()
+    trial.set_user_attr(WORKER_ATTR, worker_token())
+    heartbeat.add(trial._trial_id)  # noqa: SLF001
+    return trial
+
+
+@contextlib.contextmanager
+def running_trial(study: optuna.Study, trial: optuna.Trial, heartbeat: Heartbeat) -> Iterator[None]:
+    """The work of a claimed trial: an exception fails the trial (and propagates); either way its
+    heartbeat stops when the work ends, before the caller tells the study the outcome."""
+    try:
+        yield
+    except Exception:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    finally:
+        heartbeat.discard(trial._trial_id)  # noqa: SLF001
+
+
 def run_worker(
     study: optuna.Study,
     space: SearchSpace,
@@ -242,21 +266,14 @@ def run_worker(
                     if heartbeat.interval is None or _awaited_trials(study) == 0:
                         break  # the rest runs in live workers of this machine, which finish it
                 else:
-                    trial = study.ask()
-                    trial.set_user_attr(WORKER_ATTR, worker_token())
-                    heartbeat.add(trial._trial_id)  # noqa: SLF001
+                    trial = claim_trial(study, heartbeat)
             if trial is None:
                 time.sleep(min(heartbeat.interval or 1, 2))
                 continue
             started = time.perf_counter()
-            try:
+            with running_trial(study, trial, heartbeat):
                 spec = sample_spec(trial, space)
                 metrics = evaluate(spec)
-            except Exception:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            finally:
-                heartbeat.discard(trial._trial_id)  # noqa: SLF001
             for name in METRICS:
                 trial.set_user_attr(name, metrics[name])
             trial.set_user_attr("seconds", time.perf_counter() - started)

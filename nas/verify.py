@@ -31,7 +31,6 @@ from optuna.trial import TrialState
 from search_spaces import ArchSpec, SearchSpace, sample_spec
 
 from .analysis import VERIFY_FILE
-from .run_dir import worker_token
 
 VERIFY_STUDY_PREFIX = "invres-nas-verify"
 VERIFY_FROM = ("supernet", "scratch")
@@ -237,7 +236,7 @@ def verify_worker(
     from tqdm.auto import tqdm
 
     from .storage import Heartbeat, ask_lock
-    from .study import WORKER_ATTR, fail_dead_trials
+    from .study import claim_trial, fail_dead_trials, running_trial
 
     done_here = 0
     total = settings.top
@@ -253,9 +252,7 @@ def verify_worker(
                 bar.refresh()
                 if not any(t.state == TrialState.WAITING for t in trials):
                     break
-                trial = study.ask()
-                trial.set_user_attr(WORKER_ATTR, worker_token())
-                heartbeat.add(trial._trial_id)  # noqa: SLF001
+                trial = claim_trial(study, heartbeat)
             spec = sample_spec(trial, space)
             bar.set_postfix_str(spec.to_string()[:40])
 
@@ -263,16 +260,11 @@ def verify_worker(
                 trial.report(accuracy, step=epoch)
                 return trial.should_prune()
 
-            try:
+            with running_trial(study, trial, heartbeat):
                 inherited = inherited_model(spec) if settings.start == "supernet" else None
                 outcome = train_member(
                     spec, data, settings, inherited, report, runtime=runtime, data_workers=data_workers
                 )
-            except Exception:
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-            finally:
-                heartbeat.discard(trial._trial_id)  # noqa: SLF001
             trial.set_user_attr("epochs_run", outcome.epochs_run)
             trial.set_user_attr("test_accuracy", outcome.test_accuracy)
             trial.set_user_attr("seconds", outcome.seconds)
