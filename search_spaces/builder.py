@@ -25,6 +25,39 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; use one of ('relu', 'relu6', 'hswish')")
 
 
+def depthwise_conv(x: Tensor, weight: Tensor, stride: int) -> Tensor:
+    """Depthwise convolution with SAME padding (``kernel // 2``), as ``F.conv2d`` computes it.
+
+    Where the image is smaller than the kernel (the last stages of a small-input network) the
+    taps that can only ever meet padding are dropped and the remaining padding is added
+    explicitly: the same sums, without zero terms. oneDNN's weight gradient takes a slow path when
+    its padding reaches across the image (on AVX2 CPUs 3-20x slower: 12 ms instead of 3.4 ms for
+    32 x 144 channels of 3 x 3 pixels with a 5 x 5 kernel).
+    """
+    kernel = weight.shape[-1]
+    height, width = x.shape[-2:]
+    if min(height, width) >= kernel:
+        return F.conv2d(x, weight, None, stride, kernel // 2, 1, x.shape[1])
+    # Only offsets within +-(size - 1) of the centre reach the image (for any stride).
+    kh, kw = min(kernel, 2 * height - 1), min(kernel, 2 * width - 1)
+    top, left = (kernel - kh) // 2, (kernel - kw) // 2
+    weight = weight[:, :, top : top + kh, left : left + kw]
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    x = F.pad(x, (kw // 2, kw // 2, kh // 2, kh // 2)).contiguous(memory_format=layout)
+    return F.conv2d(x, weight, None, stride, 0, 1, x.shape[1])
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with one group per channel that trains through :func:`depthwise_conv` (the
+    same values; faster on the CPU for images smaller than the kernel). In eval mode, and without
+    gradients, it is the plain convolution, so exported graphs are ``nn.Conv2d``'s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and torch.is_grad_enabled():
+            return depthwise_conv(x, self.weight, self.stride[0])
+        return super().forward(x)
+
+
 class ConvBNAct(nn.Sequential):
     """Conv (no bias, SAME padding) -> BatchNorm -> optional activation (ReLU6 by default)."""
 
@@ -37,8 +70,9 @@ class ConvBNAct(nn.Sequential):
         groups: int = 1,
         activation: bool | str | None = True,
     ) -> None:
+        depthwise = groups > 1 and groups == in_channels == out_channels
         layers: list[nn.Module] = [
-            nn.Conv2d(
+            (DepthwiseConv2d if depthwise else nn.Conv2d)(
                 in_channels,
                 out_channels,
                 kernel_size,

@@ -59,3 +59,25 @@ def test_block_options(shortcut, activation):
 def test_residual_is_only_for_matching_shapes():
     with pytest.raises(AssertionError):
         InvertedResidual(8, 8, 16, 3, 1, residual=False, wide_shortcut=True).forward_wide(torch.randn(1, 8, 4, 4), None)
+
+
+def test_depthwise_layers_train_through_the_small_image_path_with_conv2d_values():
+    """A built network's depthwise convs are DepthwiseConv2d: in training (with gradients) they run
+    depthwise_conv, otherwise plain nn.Conv2d; both give nn.Conv2d's values and gradients."""
+    from search_spaces.builder import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(6, 6, 5, 1, padding=2, groups=6, bias=False).double()
+    plain = torch.nn.Conv2d(6, 6, 5, 1, padding=2, groups=6, bias=False).double()
+    plain.weight.data.copy_(conv.weight.data)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
+    for module in (conv, plain):
+        module.train()
+    got, expected = conv(x), plain(x)
+    torch.testing.assert_close(got, expected)
+    grads = torch.autograd.grad(got.sum(), (x, conv.weight)), torch.autograd.grad(expected.sum(), (x, plain.weight))
+    for g, e in zip(*grads):
+        torch.testing.assert_close(g, e)
+    model = build_model(get_space("proxy-digits").largest())
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert depthwise and all(isinstance(m, DepthwiseConv2d) for m in depthwise)

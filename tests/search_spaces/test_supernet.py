@@ -250,7 +250,7 @@ def test_inference_after_a_weight_update_uses_the_new_weights():
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_depthwise_conv_equals_conv2d_with_same_padding_at_every_image_size(layout):
     """Images smaller than the kernel take the cropped-kernel path: same values and gradients."""
-    from search_spaces.supernet import depthwise_conv
+    from search_spaces.builder import depthwise_conv
 
     generator = torch.Generator().manual_seed(0)
     for height, width, kernel, stride in [(1, 1, 3, 1), (2, 2, 5, 1), (2, 3, 5, 2), (3, 3, 5, 1), (4, 2, 7, 2),
