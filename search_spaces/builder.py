@@ -47,6 +47,30 @@ def depthwise_conv(x: Tensor, weight: Tensor, stride: int) -> Tensor:
     return F.conv2d(x, weight, None, stride, 0, 1, x.shape[1])
 
 
+def pointwise_conv(x: Tensor, weight: Tensor) -> Tensor:
+    """1x1 convolution (stride 1, no padding, no bias), as ``F.conv2d`` computes it.
+
+    On a channels-last input it is one matrix product over the pixels (the input is already the
+    pixels x channels matrix: no copy). On the CPU that skips oneDNN's per-call set-up, which does
+    not shrink with the batch: a proxy-supernet training step at batch 32 takes ~55 ms instead of
+    ~65 ms. Other layouts go to ``F.conv2d``.
+    """
+    if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1)).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with a 1x1 kernel (stride 1, no bias) that trains through
+    :func:`pointwise_conv` (the same values). In eval mode, and without gradients, it is the plain
+    convolution, so exported graphs are ``nn.Conv2d``'s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training and torch.is_grad_enabled():
+            return pointwise_conv(x, self.weight)
+        return super().forward(x)
+
+
 class DepthwiseConv2d(nn.Conv2d):
     """``nn.Conv2d`` with one group per channel that trains through :func:`depthwise_conv` (the
     same values; faster on the CPU for images smaller than the kernel). In eval mode, and without
@@ -71,8 +95,9 @@ class ConvBNAct(nn.Sequential):
         activation: bool | str | None = True,
     ) -> None:
         depthwise = groups > 1 and groups == in_channels == out_channels
+        pointwise = kernel_size == 1 and stride == 1 and groups == 1
         layers: list[nn.Module] = [
-            (DepthwiseConv2d if depthwise else nn.Conv2d)(
+            (DepthwiseConv2d if depthwise else PointwiseConv2d if pointwise else nn.Conv2d)(
                 in_channels,
                 out_channels,
                 kernel_size,

@@ -25,6 +25,7 @@ from .builder import (
     build_model,
     depthwise_conv,
     init_weights,
+    pointwise_conv,
 )
 from .space import SearchSpace, StageChoices
 
@@ -113,6 +114,8 @@ class ElasticConvBN(nn.Module):
             weight, gamma, beta, mean, var = self._inference_slices(in_channels, out_channels, kernel_size)
         if self.depthwise:
             y = depthwise_conv(x, weight, self.conv.stride[0])
+        elif kernel_size == 1 and self.conv.stride[0] == 1 and torch.is_grad_enabled():
+            y = pointwise_conv(x, weight)
         else:
             y = F.conv2d(x, weight, None, self.conv.stride, kernel_size // 2)
         y = F.batch_norm(y, mean, var, gamma, beta, self.training, self.bn.momentum, self.bn.eps)

@@ -61,6 +61,47 @@ def test_residual_is_only_for_matching_shapes():
         InvertedResidual(8, 8, 16, 3, 1, residual=False, wide_shortcut=True).forward_wide(torch.randn(1, 8, 4, 4), None)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pointwise_conv_equals_a_1x1_conv2d_in_values_and_gradients(layout):
+    from search_spaces.builder import pointwise_conv
+
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(2, 6, 5, 3), (3, 6, 1, 1), (1, 6, 4, 4)]:
+        x = torch.randn(*shape, dtype=torch.float64, generator=generator).contiguous(memory_format=layout)
+        x.requires_grad_()
+        # A leading slice, as the supernet passes: not contiguous.
+        weight = torch.randn(9, 8, 1, 1, dtype=torch.float64, generator=generator, requires_grad=True)
+        expected = torch.nn.functional.conv2d(x, weight[:4, :6])
+        got = pointwise_conv(x, weight[:4, :6])
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected)
+        upstream = torch.randn_like(expected)
+        grads = zip(torch.autograd.grad(got, (x, weight), upstream), torch.autograd.grad(expected, (x, weight), upstream))
+        for g, e in grads:
+            torch.testing.assert_close(g, e)
+
+
+def test_pointwise_layers_train_through_a_matrix_product_and_evaluate_as_conv2d(monkeypatch):
+    """A built network's stride-1 1x1 convs are PointwiseConv2d: pointwise_conv in training with
+    gradients, plain nn.Conv2d otherwise (what exports see)."""
+    import search_spaces.builder as builder
+
+    model = build_model(get_space("proxy-digits").largest())
+    pointwise = [m for m in model.modules() if isinstance(m, builder.PointwiseConv2d)]
+    assert len(pointwise) == sum(
+        1 for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.stride == (1, 1) and m.bias is None
+    )
+    calls = []
+    monkeypatch.setattr(builder, "pointwise_conv", lambda x, w: calls.append(1) or torch.nn.functional.conv2d(x, w))
+    x = torch.randn(2, 3, 24, 24)
+    model.train()(x)
+    assert len(calls) == len(pointwise)
+    with torch.no_grad():
+        model(x)
+    model.eval()(x)
+    assert len(calls) == len(pointwise)
+
+
 def test_depthwise_layers_train_through_the_small_image_path_with_conv2d_values():
     """A built network's depthwise convs are DepthwiseConv2d: in training (with gradients) they run
     depthwise_conv, otherwise plain nn.Conv2d; both give nn.Conv2d's values and gradients."""
