@@ -61,12 +61,12 @@ def pointwise_conv(x: Tensor, weight: Tensor) -> Tensor:
 
 
 class PointwiseConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with a 1x1 kernel (stride 1, no bias) that trains through
-    :func:`pointwise_conv` (the same values). In eval mode, and without gradients, it is the plain
+    """``nn.Conv2d`` with a 1x1 kernel (stride 1) that trains through :func:`pointwise_conv` (the
+    same values) when it has no bias. In eval mode, and without gradients, it is the plain
     convolution, so exported graphs are ``nn.Conv2d``'s."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and torch.is_grad_enabled():
+        if self.training and torch.is_grad_enabled() and self.bias is None:
             return pointwise_conv(x, self.weight)
         return super().forward(x)
 

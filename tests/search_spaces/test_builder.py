@@ -100,6 +100,10 @@ def test_pointwise_layers_train_through_a_matrix_product_and_evaluate_as_conv2d(
         model(x)
     model.eval()(x)
     assert len(calls) == len(pointwise)
+    with_bias = builder.PointwiseConv2d(3, 4, 1, bias=True).train()
+    plain = torch.nn.Conv2d(3, 4, 1, bias=True)
+    plain.load_state_dict(with_bias.state_dict())
+    torch.testing.assert_close(with_bias(x), plain(x))  # the bias is not dropped
 
 
 def test_depthwise_layers_train_through_the_small_image_path_with_conv2d_values():
