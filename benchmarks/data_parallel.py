@@ -16,6 +16,11 @@ Their ratio bounds what N workers can gain on this machine and this network: a s
 halve with its batch (a fixed cost per op and per sub-network) and N processes share the
 machine's caches and memory. The speedup measured above is shown as a fraction of it.
 
+With ``--subnet-parallel G`` the N workers form groups of G that split each step's sub-networks
+(see :mod:`nas.distributed`): with G = N every worker sees the whole batch and the result is one
+process's up to float rounding; no ceiling is measured then (it is a different one: the largest
+sub-network's share of a step).
+
 By default the N-worker runs keep the global batch (each worker takes batch / N, so that the
 sub-networks, batches and learning rates are exactly those of one process; only batch-norm
 statistics see smaller batches). ``--scale-batch`` gives every worker the whole batch instead
@@ -38,7 +43,7 @@ import numpy as np
 
 from nas.data import load_data
 from nas.device import Runtime
-from nas.distributed import check_workers
+from nas.distributed import check_subnet_parallel, check_workers
 from nas.train import SupernetTrainConfig, run_supernet_training, steps_per_epoch
 from search_spaces import DEFAULT_PROXY_SPACE, SearchSpace, get_space
 
@@ -50,11 +55,13 @@ except ImportError:  # run as a script, python benchmarks/data_parallel.py: its 
 SPEEDUP_GOAL = 1.6
 
 
-def run(space, data, config, runtime, workers: int, threads: int, seed: int) -> dict[str, float]:
+def run(
+    space, data, config, runtime, workers: int, threads: int, seed: int, subnet_parallel: int = 1
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="data-parallel-") as folder:
         result = run_supernet_training(
             space, data, config, Path(folder) / "supernet.pt", seed=seed, runtime=runtime, train_workers=workers,
-            threads=threads, progress=False,
+            subnet_parallel=subnet_parallel, threads=threads, progress=False,
         )  # fmt: skip
     seconds = [h["seconds"] for h in result.history[1:]] or [result.history[0]["seconds"]]
     last = result.history[-1]
@@ -91,6 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per process on the CPU")
     parser.add_argument("--seeds", type=positive_int, default=2, help="seeds 0..N-1 for each worker count")
     parser.add_argument("--epochs", type=positive_int, default=SupernetTrainConfig().epochs)
+    parser.add_argument(
+        "--subnet-parallel", type=positive_int, default=1, metavar="G",
+        help="the N workers split each step's sub-networks in groups of G (default 1: data parallel only)",
+    )  # fmt: skip
     parser.add_argument("--scale-batch", action="store_true", help="each worker takes the whole batch (weak scaling)")
     parser.add_argument("--lr-scaling", choices=("none", "sqrt", "linear"), default="none")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the side-by-side ceiling measurement")
@@ -101,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = Runtime.create(args.device)
         check_workers(args.workers, runtime)
+        check_subnet_parallel(args.subnet_parallel, args.workers, 2 + SupernetTrainConfig().num_random)
         space = get_space(args.space)
         datasets = {seed: load_data(args.data, resolution=max(space.resolutions), seed=seed) for seed in range(args.seeds)}
     except ValueError as e:
@@ -112,15 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     wide = dataclasses.replace(base, batch_size=base.batch_size * factor, lr=base.lr * lr_factor)
     threads = args.threads if runtime.device.type == "cpu" else None
     print(f"space {space.name}, data {args.data}, {runtime.describe()}, {threads or 'default'} thread(s) per process")
+    shards = args.workers // args.subnet_parallel
+    split = f", sub-networks split over groups of {args.subnet_parallel}" if args.subnet_parallel > 1 else ""
     print(
         f"1 worker: batch {base.batch_size}, lr {base.lr:g}; {args.workers} workers: global batch {wide.batch_size} "
-        f"({wide.batch_size // args.workers} per worker), lr {wide.lr:g}\n"
+        f"({wide.batch_size // shards} per worker{split}), lr {wide.lr:g}\n"
     )
     print(f"{'workers':>7} {'seed':>4} {'epoch s':>8} {'val largest':>11} {'val smallest':>12}")
     results: dict[int, list[dict[str, float]]] = {1: [], args.workers: []}
     for seed in range(args.seeds):
         for workers, config in ((1, base), (args.workers, wide)):
-            outcome = run(space, datasets[seed], config, runtime, workers, threads, seed)
+            parallel = args.subnet_parallel if workers > 1 else 1
+            outcome = run(space, datasets[seed], config, runtime, workers, threads, seed, parallel)
             results[workers].append(outcome)
             print(f"{workers:>7} {seed:>4} {outcome['epoch_s']:>8.2f} {outcome['largest']:>11.4f} {outcome['smallest']:>12.4f}")
 
@@ -137,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             f"val accuracy {key}: {args.workers} workers - 1 worker = {difference:+.4f} (mean over seeds); "
             f"seed-to-seed std with 1 worker {spread:.4f}"
         )
-    if args.no_ceiling or runtime.device.type != "cpu" or args.scale_batch:
+    if args.no_ceiling or runtime.device.type != "cpu" or args.scale_batch or args.subnet_parallel > 1:
         return 0
     short = dataclasses.replace(base, epochs=args.ceiling_epochs)
     alone = step_ms(space.to_dict(), args.data, short, threads, 0)

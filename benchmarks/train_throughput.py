@@ -27,7 +27,7 @@ import torch
 
 from nas.data import load_data, model_input, train_loader
 from nas.device import Runtime
-from nas.distributed import check_workers
+from nas.distributed import check_subnet_parallel, check_workers
 from nas.train import SupernetTrainConfig, run_supernet_training
 from search_spaces import DEFAULT_PROXY_SPACE, get_space
 
@@ -61,12 +61,12 @@ def loader_rate(data, batch_size: int, workers: int, runtime: Runtime | None, se
     return images / (time.perf_counter() - started)
 
 
-def training_rate(space, data, config, runtime: Runtime, workers: int, threads: int | None, data_workers: int, seed: int) -> tuple[float, float]:
+def training_rate(space, data, config, runtime: Runtime, workers: int, threads: int | None, data_workers: int, seed: int, subnet_parallel: int = 1) -> tuple[float, float]:
     """(images/s, last epoch's seconds) of supernet training with ``workers`` processes."""
     with tempfile.TemporaryDirectory(prefix="throughput-") as folder:
         result = run_supernet_training(
             space, data, config, Path(folder) / "supernet.pt", seed=seed, runtime=runtime, train_workers=workers,
-            threads=threads, data_workers=data_workers, progress=False,
+            subnet_parallel=subnet_parallel, threads=threads, data_workers=data_workers, progress=False,
         )  # fmt: skip
     steady = result.history[1:] or result.history
     return float(np.median([h["images_per_second"] for h in steady])), float(steady[-1]["seconds"])
@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps")
     parser.add_argument("--precisions", default=None, help="comma-separated (default: all the device runs)")
     parser.add_argument("--workers", type=positive_int, default=2, help="data-parallel processes to compare with 1")
+    parser.add_argument(
+        "--subnet-parallel", type=positive_int, default=1, metavar="G",
+        help="the workers split each step's sub-networks in groups of G (default 1: data parallel only)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per training process on the CPU")
     parser.add_argument("--data-workers", default="0,2", help="comma-separated DataLoader worker counts for the loader figures")
     parser.add_argument("--train-data-workers", type=non_negative_int, default=0, help="DataLoader workers during the training runs")
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = Runtime.create(args.device)
         check_workers(args.workers, runtime)
+        check_subnet_parallel(args.subnet_parallel, args.workers, 2 + SupernetTrainConfig().num_random)
         precisions = args.precisions.split(",") if args.precisions else default_precisions(runtime)
         runtimes = {p: Runtime.create(args.device, p) for p in precisions}
         loader_workers = [w.strip() for w in args.data_workers.split(",")]
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[tuple[str, int], float] = {}
     for precision in precisions:
         for workers in sorted({1, args.workers}):
-            rate, seconds = training_rate(space, data, config, runtimes[precision], workers, threads, args.train_data_workers, args.seed)
+            parallel = args.subnet_parallel if workers > 1 else 1
+            rate, seconds = training_rate(space, data, config, runtimes[precision], workers, threads, args.train_data_workers, args.seed, parallel)
             rates[(precision, workers)] = rate
             print(f"  {precision:>5}, {workers} worker(s): {rate:>9,.0f} images/s (last epoch {seconds:.1f} s)")
 

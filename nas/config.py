@@ -57,6 +57,7 @@ class SearchConfig:
     precision: str = "fp32"
     data_workers: int = 0
     train_workers: int = 1
+    subnet_parallel: int = 1  # groups of this many training workers split a step's sub-networks
     export_onnx: bool = True
     export_tflite: bool | None = None  # None: when the LiteRT extra is installed
     progress: bool = True
@@ -108,7 +109,7 @@ class SearchConfig:
 
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}")
-        for name, low in (("data_workers", 0), ("train_workers", 1)):
+        for name, low in (("data_workers", 0), ("train_workers", 1), ("subnet_parallel", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}, but got {value!r}")

@@ -1,15 +1,28 @@
-"""Data-parallel training on ``torch.distributed``: ranks, the gradient all-reduce, local launch.
+"""Data-parallel and sub-network-parallel training on ``torch.distributed``: ranks, the gradient
+all-reduce, local launch.
 
-Every rank holds the whole network and trains the same sub-networks at each step (their choice
-is a function of the seed and the step number), each on its own shard of the batch. Plain
-``DistributedDataParallel`` does not fit the sandwich rule: a step runs several backward passes
-(largest, smallest, random sub-networks) and DDP would all-reduce after each one, or, with
+Every rank holds the whole network, and the sub-networks a step trains are a function of the seed
+and the step number, so every rank knows them all. The ranks share a step's work in one of two
+ways, or both (``Ranks.subnet_parallel``, ``--subnet-parallel G``):
+
+- *data parallel* (G = 1, the default): every rank trains all of the step's sub-networks on its
+  own shard of the batch;
+- *sub-network parallel* (G > 1): ranks form groups of G that read the same shard, and each rank
+  of a group trains a share of the step's sub-networks on all of it (the largest, the teacher,
+  on the group's first rank, which sends its soft labels to the others after its forward pass).
+  Every sub-network and every batch norm then sees exactly the images one process would: this
+  is the mode for steps made of many small ops (small images and batches), where a rank's fixed
+  cost per op does not shrink with a smaller batch. With world size W there are W / G shards.
+
+Plain ``DistributedDataParallel`` does not fit the sandwich rule: a step runs several backward
+passes (largest, smallest, random sub-networks) and DDP would all-reduce after each one, or, with
 ``no_sync`` on all but the last, expects the last sub-network to reach every parameter, which a
-small random one does not. So gradients are averaged explicitly, once per step, after all of the
-step's backward passes: the gradients that exist (the same parameters on every rank, because the
-sub-networks are the same) are packed into a few flat buckets and each bucket is all-reduced
-once. A parameter no sub-network of the step used keeps no gradient on any rank, exactly as in a
-single process, so SGD skips it there too.
+small random one does not. So gradients are reduced explicitly, once per step, after all of the
+step's backward passes: every parameter's gradient (zeros where a rank has none) is packed into a
+few flat buckets, each with a flag per parameter saying whether the rank has a gradient for it,
+and each bucket is all-reduced once: gradients are summed over a group's ranks (they trained
+different sub-networks) and averaged over shards. A parameter no rank's sub-networks used keeps
+no gradient, exactly as in a single process, so SGD skips it there too.
 
 Batch-norm running statistics are not synchronised per step (training normalises with batch
 statistics, so they never reach the gradients); they are averaged over ranks at the end of every
@@ -49,11 +62,17 @@ TIMEOUT = timedelta(minutes=60)  # rank 0 evaluates and checkpoints while the ot
 
 @dataclass(frozen=True)
 class Ranks:
-    """Where this process stands among the data-parallel processes of one training run."""
+    """Where this process stands among the processes of one training run, and how they share
+    its steps: groups of ``subnet_parallel`` consecutive ranks read the same shard of every batch
+    and split the step's sub-networks among them (1: plain data parallel)."""
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    subnet_parallel: int = 1
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.rank < self.world_size and self.world_size % self.subnet_parallel == 0, self
 
     @property
     def main(self) -> bool:
@@ -63,6 +82,30 @@ class Ranks:
     @property
     def active(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def shards(self) -> int:
+        """How many shards each batch is dealt into (one per group of ``subnet_parallel`` ranks)."""
+        return self.world_size // self.subnet_parallel
+
+    @property
+    def shard(self) -> int:
+        """The shard of every batch this rank reads."""
+        return self.rank // self.subnet_parallel
+
+    @property
+    def slot(self) -> int:
+        """This rank's place in its group: which share of a step's sub-networks it trains."""
+        return self.rank % self.subnet_parallel
+
+    @property
+    def group_leader(self) -> int:
+        """The group's first rank: it trains the teacher and reports the group's loss."""
+        return self.shard * self.subnet_parallel
+
+    def split(self, subnet_parallel: int) -> Ranks:
+        """These ranks with groups of ``subnet_parallel`` (checked by :func:`check_subnet_parallel`)."""
+        return Ranks(self.rank, self.world_size, self.local_rank, subnet_parallel)
 
 
 SINGLE = Ranks()
@@ -103,6 +146,28 @@ def check_workers(workers: int, runtime: Runtime) -> None:
             raise ValueError(f"--train-workers {workers} needs one GPU each, but {count} CUDA device(s) are visible")
 
 
+def check_subnet_parallel(subnet_parallel: int, workers: int, subnets_per_step: int | None) -> None:
+    """A one-line error unless ``workers`` ranks form groups of ``subnet_parallel`` that each
+    have at least one of a step's ``subnets_per_step`` sub-networks to train (``None``: a
+    standalone network, which has one)."""
+    if isinstance(subnet_parallel, bool) or not isinstance(subnet_parallel, int) or subnet_parallel < 1:
+        raise ValueError(f"--subnet-parallel must be an integer >= 1, but got {subnet_parallel!r}")
+    if subnet_parallel == 1:
+        return
+    if subnets_per_step is None:
+        raise ValueError("--subnet-parallel splits a supernet's sub-networks; a single network trains with 1")
+    if workers % subnet_parallel:
+        raise ValueError(
+            f"--subnet-parallel {subnet_parallel} needs a multiple of {subnet_parallel} training workers, "
+            f"but got {workers}; use --train-workers {subnet_parallel} (or a multiple)"
+        )
+    if subnet_parallel > subnets_per_step:
+        raise ValueError(
+            f"--subnet-parallel {subnet_parallel} is more than the {subnets_per_step} sub-networks a step trains; "
+            f"use at most {subnets_per_step}"
+        )
+
+
 def init_process_group(ranks: Ranks, runtime: Runtime, init_method: str = "env://") -> None:
     """Join the run's process group: NCCL for CUDA (after selecting the rank's GPU), else gloo."""
     if runtime.device.type == "cuda":
@@ -114,26 +179,46 @@ def init_process_group(ranks: Ranks, runtime: Runtime, init_method: str = "env:/
 
 
 def all_reduce_gradients(parameters: Iterable[nn.Parameter], ranks: Ranks, bucket_bytes: int = BUCKET_BYTES) -> None:
-    """Average the gradients of ``parameters`` over all ranks, in place: one all-reduce per flat
-    bucket of up to ``bucket_bytes`` (same dtype and device). Parameters without a gradient are
-    left without one: every rank trained the same sub-networks, so it is the same set on all."""
+    """Reduce the gradients of ``parameters`` over all ranks, in place: summed over the ranks of
+    a group (each trained its own sub-networks) and averaged over shards. One all-reduce per flat
+    bucket of up to ``bucket_bytes`` (same dtype and device), in parameter order, so every rank
+    packs the same layout: a gradient a rank lacks is sent as zeros, with a flag per parameter
+    saying who had one. A parameter no rank has a gradient for keeps none."""
     if not ranks.active:
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    buckets: list[list[torch.Tensor]] = []
+    buckets: list[list[nn.Parameter]] = []
     size = 0
-    for g in grads:
+    for p in parameters:
         if (
             not buckets
-            or size + g.numel() * g.element_size() > bucket_bytes
-            or (g.dtype, g.device) != (buckets[-1][0].dtype, buckets[-1][0].device)
+            or size + p.numel() * p.element_size() > bucket_bytes
+            or (p.dtype, p.device) != (buckets[-1][0].dtype, buckets[-1][0].device)
         ):
             buckets.append([])
             size = 0
-        buckets[-1].append(g)
-        size += g.numel() * g.element_size()
+        buckets[-1].append(p)
+        size += p.numel() * p.element_size()
     for bucket in buckets:
-        _average_in_place(bucket, ranks)
+        _reduce_bucket(bucket, ranks)
+
+
+def _reduce_bucket(params: list[nn.Parameter], ranks: Ranks) -> None:
+    """:func:`all_reduce_gradients` for one bucket (one dtype and device)."""
+    first = params[0]
+    flags = torch.tensor([p.grad is not None for p in params], dtype=first.dtype, device=first.device)
+    flat = torch.cat([*(p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params), flags])
+    dist.all_reduce(flat)
+    if ranks.shards > 1:
+        flat.div_(ranks.shards)
+    pieces = flat.split([*(p.numel() for p in params), len(params)])
+    had = pieces[-1].tolist()
+    for p, piece, count in zip(params, pieces, had):
+        if count == 0:
+            continue
+        if p.grad is None:
+            p.grad = piece.view_as(p).clone()
+        else:
+            p.grad.copy_(piece.view_as(p))
 
 
 def _average_in_place(tensors: list[torch.Tensor], ranks: Ranks) -> None:
@@ -164,6 +249,18 @@ def broadcast(value: Any, ranks: Ranks, src: int = 0) -> Any:
     box = [value]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def shard_group(ranks: Ranks) -> Any:
+    """The process group of the ranks that read this rank's shard (``None``: all ranks). Every
+    rank must call this, in the same order, since each group is created by all of them."""
+    if ranks.shards == 1:
+        return None
+    groups = [
+        dist.new_group(list(range(first, first + ranks.subnet_parallel)))
+        for first in range(0, ranks.world_size, ranks.subnet_parallel)
+    ]
+    return groups[ranks.shard]
 
 
 def barrier(ranks: Ranks) -> None:
@@ -271,9 +368,11 @@ __all__ = [
     "average_buffers",
     "barrier",
     "broadcast",
+    "check_subnet_parallel",
     "check_workers",
     "init_process_group",
     "launch_local",
     "rank_runtime",
+    "shard_group",
     "torchrun_context",
 ]

@@ -242,6 +242,8 @@ def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir
                 atomic_write_bytes(checkpoint, twin.read_bytes())
         if not checkpoint.exists():
             workers = f", {config.train_workers} training workers" if config.train_workers > 1 else ""
+            if config.subnet_parallel > 1:
+                workers += f" (sub-networks split {config.subnet_parallel} ways)"
             status(
                 f"supernet: training {train_config.epochs} epochs into {checkpoint} on {runtime.describe()}{workers}"
             )
@@ -249,7 +251,7 @@ def obtain_supernet(config: SearchConfig, space: SearchSpace, data: Any, run_dir
             status(f"supernet: continuing from {checkpoint}")
         return run_supernet_training(
             space, data, train_config, checkpoint, seed=config.seed, runtime=runtime, train_workers=config.train_workers,
-            data_workers=config.data_workers, progress=config.progress,
+            subnet_parallel=config.subnet_parallel, data_workers=config.data_workers, progress=config.progress,
         ).supernet  # fmt: skip
 
 
@@ -530,11 +532,12 @@ def check_training(config: SearchConfig, space: SearchSpace, data: Any, runtime:
     """Refuse, before the run folder is touched, supernet training that cannot run: too little
     data for the batch over the training workers, or an existing checkpoint in ``--out`` trained
     with other settings (e.g. another ``--precision``)."""
-    from .distributed import Ranks
+    from .distributed import Ranks, check_subnet_parallel
     from .train import check_resumable, steps_per_epoch, supernet_identity
 
     train_config = supernet_train_config(config)
-    steps_per_epoch(data, train_config.batch_size, Ranks(0, config.train_workers))
+    check_subnet_parallel(config.subnet_parallel, config.train_workers, 2 + train_config.num_random)
+    steps_per_epoch(data, train_config.batch_size, Ranks(0, config.train_workers, 0, config.subnet_parallel))
     if config.out:
         check_resumable(
             Path(config.out) / "supernet.pt",
@@ -628,6 +631,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.train_workers,
         help="data-parallel supernet training processes (default 1)",
     )
+    p.add_argument(
+        "--subnet-parallel",
+        type=int,
+        default=d.subnet_parallel,
+        metavar="G",
+        help="groups of G training workers split each step's sub-networks and share a batch shard "
+        "(exact; faster than data parallel where a step is many small ops, e.g. small images on CPUs; default 1)",
+    )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX export")
     p.add_argument(
         "--tflite",
@@ -690,6 +701,7 @@ def config_from_args(args: argparse.Namespace, argv: list[str] | None) -> Search
         "precision": args.precision,
         "data_workers": args.data_workers,
         "train_workers": args.train_workers,
+        "subnet_parallel": args.subnet_parallel,
         "export_onnx": not args.no_onnx,
         "export_tflite": {"auto": None, "yes": True, "no": False}[args.tflite],
         "progress": not args.no_progress,

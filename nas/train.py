@@ -45,10 +45,12 @@ from .distributed import (
     all_reduce_gradients,
     average_buffers,
     broadcast,
+    check_subnet_parallel,
     check_workers,
     init_process_group,
     launch_local,
     rank_runtime,
+    shard_group,
     torchrun_context,
 )
 from .evaluate import SubnetEvaluator, evaluate_model, resize
@@ -144,22 +146,28 @@ def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
     return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
+def _over_shards(ranks: Ranks) -> str:
+    if ranks.subnet_parallel == 1:
+        return f"{ranks.world_size} training workers"
+    return f"{ranks.shards} shard(s) ({ranks.world_size} training workers / --subnet-parallel {ranks.subnet_parallel})"
+
+
 def rank_batch_size(batch_size: int, ranks: Ranks) -> int:
-    """Each rank's share of the global batch (which must split evenly)."""
-    if batch_size % ranks.world_size:
+    """Each rank's share of the global batch (which must split evenly over the shards)."""
+    if batch_size % ranks.shards:
         raise ValueError(
-            f"--batch-size {batch_size} does not split evenly over {ranks.world_size} training workers; "
-            f"use a multiple of {ranks.world_size}"
+            f"--batch-size {batch_size} does not split evenly over {_over_shards(ranks)}; "
+            f"use a multiple of {ranks.shards}"
         )
-    return batch_size // ranks.world_size
+    return batch_size // ranks.shards
 
 
 def steps_per_epoch(data: Dataset, batch_size: int, ranks: Ranks = SINGLE) -> int:
     """Optimizer steps per epoch (incomplete batches dropped); a one-line error if not even one."""
     share = rank_batch_size(batch_size, ranks)
-    steps = (data.size("train") // ranks.world_size) // share
+    steps = (data.size("train") // ranks.shards) // share
     if steps < 1:
-        workers = f" over {ranks.world_size} training workers" if ranks.active else ""
+        workers = f" over {_over_shards(ranks)}" if ranks.shards > 1 else ""
         raise ValueError(
             f"the training split has {data.size('train')} images, fewer than one batch of {batch_size}{workers}; "
             "use a smaller batch size, fewer workers or more data"
@@ -177,6 +185,8 @@ def _progress_bar(total: int, initial: int, desc: str, progress: bool):
 
 def _describe(runtime: Runtime, ranks: Ranks) -> str:
     workers = f" x{ranks.world_size} ranks" if ranks.active else ""
+    if ranks.subnet_parallel > 1:
+        workers += f", sub-networks split {ranks.subnet_parallel} ways"
     return f"{runtime.describe()}{workers}"
 
 
@@ -189,7 +199,7 @@ def _sgd_loop(
     data: Dataset,
     config: TrainConfig,
     seed: int,
-    train_step: Callable[[Tensor, Tensor, int, torch.amp.GradScaler], tuple[Tensor, Tensor]],
+    train_step: Callable[[Tensor, Tensor, int, torch.amp.GradScaler], tuple[Tensor, Tensor] | None],
     *,
     runtime: Runtime,
     ranks: Ranks,
@@ -204,14 +214,15 @@ def _sgd_loop(
 ) -> tuple[list[dict[str, float]], bool]:
     """The loop both trainers share: batches, learning-rate schedule, gradient all-reduce, progress
     bar, per-epoch record. ``train_step(x, y, step, scaler)`` runs the forward and backward passes
-    of one batch and returns its (detached) mean loss and number of correct predictions;
+    of one batch and returns its (detached) mean loss and number of correct predictions (``None``
+    on the ranks of a sub-network group other than its first, which reports for the group);
     ``end_of_epoch(epoch, state, history)`` evaluates and checkpoints (``state``: the optimizer's
     and the gradient scaler's); ``on_epoch(record)`` returning True stops training. Returns the
     history and whether training stopped early."""
     history = list(history or [])
     per_epoch = steps_per_epoch(data, config.batch_size, ranks)
     loader = train_loader(
-        data, rank_batch_size(config.batch_size, ranks), seed=seed, rank=ranks.rank, world_size=ranks.world_size,
+        data, rank_batch_size(config.batch_size, ranks), seed=seed, rank=ranks.shard, world_size=ranks.shards,
         workers=data_workers, pin_memory=runtime.pin_memory, augment=config.augment,
     )  # fmt: skip
     total = config.epochs * per_epoch
@@ -241,19 +252,21 @@ def _sgd_loop(
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 optimizer.zero_grad(set_to_none=True)
-                loss, correct = train_step(x, y, step, scaler)
+                reported = train_step(x, y, step, scaler)
                 all_reduce_gradients(parameters, ranks)
                 scaler.step(optimizer)
                 scaler.update()
-                sums += torch.stack([loss.double() * len(y), correct.double()])
-                count += len(y)
+                if reported is not None:
+                    loss, correct = reported
+                    sums += torch.stack([loss.double() * len(y), correct.double()])
+                    count += len(y)
                 bar.update(1)
                 now = time.perf_counter()
                 if bar.disable is False and now - last_shown >= _POSTFIX_SECONDS:
                     (loss_part, correct_part), n = (sums - shown).tolist(), max(count - shown_count, 1)
                     bar.set_postfix(
                         epoch=f"{epoch + 1}/{config.epochs}", loss=f"{loss_part / n:.3f}", acc=f"{correct_part / n:.3f}",
-                        img_s=f"{n * ranks.world_size / (now - last_shown):.0f}",
+                        img_s=f"{n * ranks.shards / (now - last_shown):.0f}",
                     )  # fmt: skip
                     shown, shown_count, last_shown = sums.clone(), count, now
             totals = torch.cat([sums, torch.tensor([float(count)], dtype=torch.float64, device=sums.device)])
@@ -290,6 +303,20 @@ def _scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any]:
 def sandwich(space: SearchSpace, rng: np.random.Generator, num_random: int) -> list[ArchSpec]:
     """The sub-networks one step trains: largest first (the teacher), smallest, then random."""
     return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(num_random))]
+
+
+def sandwich_share(specs: list[ArchSpec], parts: int, part: int) -> list[int]:
+    """The indices of ``specs`` that rank ``part`` of a group of ``parts`` trains: longest first,
+    each to the least loaded rank (MAdds at the spec's resolution as the load), so the teacher,
+    ``specs[0]``, goes to part 0. The same on every rank, and in ``specs`` order."""
+    from hw_models.analytic import count_madds
+
+    loads = [0] * parts
+    owner = [0] * len(specs)
+    for i in sorted(range(len(specs)), key=lambda i: (i != 0, -count_madds(specs[i]), i)):
+        owner[i] = min(range(parts), key=lambda p: (loads[p], p))
+        loads[owner[i]] += count_madds(specs[i])
+    return [i for i in range(len(specs)) if owner[i] == part]
 
 
 def supernet_identity(
@@ -358,6 +385,7 @@ def train_supernet(
             "use a space whose num_classes matches the data"
         )
     identity = supernet_identity(space, data, config, seed, runtime.precision)
+    check_subnet_parallel(ranks.subnet_parallel, ranks.world_size, 2 + config.num_random)
     steps_per_epoch(data, config.batch_size, ranks)  # fail before anything else
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -382,23 +410,38 @@ def train_supernet(
     if state is not None and state["optimizer"] is None:
         state = None
 
-    def train_step(x: Tensor, y: Tensor, step: int, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor]:
-        rng = np.random.default_rng([seed, step])
-        teacher: Tensor | None = None
-        loss_value = correct = torch.zeros((), device=x.device)
-        for spec in sandwich(space, rng, config.num_random):
-            with runtime.autocast():
-                logits = supernet(_at(x, spec.resolution, runtime), spec).float()
-            if teacher is None:
-                loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                correct = (logits.argmax(1) == y).sum()
-                loss_value = loss.detach()
-                if config.distill:
-                    teacher = F.softmax(logits.detach(), dim=1)
-            else:
-                loss = soft_cross_entropy(logits, teacher) if config.distill else F.cross_entropy(logits, y)
-            scaler.scale(loss).backward()
-        return loss_value, correct
+    group = shard_group(ranks) if ranks.subnet_parallel > 1 else None
+
+    def forward(x: Tensor, spec: ArchSpec) -> Tensor:
+        with runtime.autocast():
+            return supernet(_at(x, spec.resolution, runtime), spec).float()
+
+    def student_loss(logits: Tensor, y: Tensor, teacher: Tensor | None) -> Tensor:
+        return soft_cross_entropy(logits, teacher) if teacher is not None else F.cross_entropy(logits, y)
+
+    def train_step(x: Tensor, y: Tensor, step: int, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor] | None:
+        specs = sandwich(space, np.random.default_rng([seed, step]), config.num_random)
+        mine = sandwich_share(specs, ranks.subnet_parallel, ranks.slot) if ranks.subnet_parallel > 1 else None
+        if mine is not None and mine[0] != 0:
+            # Not the teacher's rank: forward all of this rank's sub-networks while the teacher
+            # runs its own, then take its soft labels and backpropagate them together.
+            outputs = [forward(x, specs[i]) for i in mine]
+            teacher = None
+            if config.distill:
+                teacher = torch.empty_like(outputs[0])
+                torch.distributed.broadcast(teacher, ranks.group_leader, group=group)
+            scaler.scale(sum(student_loss(logits, y, teacher) for logits in outputs)).backward()
+            return None
+        logits = forward(x, specs[0])
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        correct = (logits.argmax(1) == y).sum()
+        teacher = F.softmax(logits.detach(), dim=1) if config.distill else None
+        if mine is not None and config.distill:
+            torch.distributed.broadcast(teacher, ranks.group_leader, group=group)
+        scaler.scale(loss).backward()
+        for spec in (specs[i] for i in mine[1:]) if mine is not None else specs[1:]:
+            scaler.scale(student_loss(forward(x, spec), y, teacher)).backward()
+        return loss.detach(), correct
 
     def end_of_epoch(epoch: int, state: dict[str, Any], history: list[dict[str, float]]) -> dict[str, float]:
         average_buffers(supernet, ranks)
@@ -434,6 +477,7 @@ def train_supernet(
                             "device": str(runtime.device),
                             "precision": runtime.precision,
                             "ranks": ranks.world_size,
+                            "subnet_parallel": ranks.subnet_parallel,
                         },
                     ),
                 )
@@ -456,11 +500,11 @@ def default_threads(workers: int) -> int:
 
 def _supernet_rank(
     ranks: Ranks, runtime: Runtime, *, space: SearchSpace, data: Dataset, config: SupernetTrainConfig,
-    checkpoint: str, seed: int, data_workers: int, progress: bool,
+    checkpoint: str, seed: int, data_workers: int, progress: bool, subnet_parallel: int,
 ) -> dict[str, Any]:  # fmt: skip
     result = train_supernet(
         space, data, config, checkpoint_path=checkpoint, progress=progress, seed=seed, runtime=runtime,
-        data_workers=data_workers, ranks=ranks,
+        data_workers=data_workers, ranks=ranks.split(subnet_parallel),
     )  # fmt: skip
     return {"history": result.history, "seconds": result.seconds, "resumed_at_epoch": result.resumed_at_epoch}
 
@@ -474,23 +518,28 @@ def run_supernet_training(
     seed: int = 0,
     runtime: Runtime = CPU,
     train_workers: int = 1,
+    subnet_parallel: int = 1,
     threads: int | None = None,
     data_workers: int = 0,
     progress: bool = True,
     ranks: Ranks | None = None,
 ) -> SupernetTrainResult:
     """Train (or resume, or reuse) the supernet in ``checkpoint``: what ``nas.train --space`` and
-    ``nas.search`` both run. One process, ``train_workers`` local data-parallel processes, or,
-    with ``ranks`` (under ``torchrun``), this process as one rank of an initialised group. Bad
-    settings are refused before any process starts or any file is written."""
+    ``nas.search`` both run. One process, ``train_workers`` local processes, or, with ``ranks``
+    (under ``torchrun``), this process as one rank of an initialised group; the ranks split each
+    step's sub-networks in groups of ``subnet_parallel`` and the batch over the groups (see
+    :mod:`nas.distributed`). Bad settings are refused before any process starts or any file is
+    written."""
     check_workers(train_workers, runtime)
+    workers = ranks.world_size if ranks is not None else train_workers
+    check_subnet_parallel(subnet_parallel, workers, 2 + config.num_random)
     if ranks is not None and ranks.active:
         return train_supernet(
             space, data, config, checkpoint_path=checkpoint, progress=progress, seed=seed, runtime=runtime,
-            data_workers=data_workers, ranks=ranks,
+            data_workers=data_workers, ranks=ranks.split(subnet_parallel),
         )  # fmt: skip
     identity = supernet_identity(space, data, config, seed, runtime.precision)
-    steps_per_epoch(data, config.batch_size, Ranks(0, train_workers))
+    steps_per_epoch(data, config.batch_size, Ranks(0, train_workers, 0, subnet_parallel))
     saved = check_resumable(checkpoint, identity)
     if saved is not None and int(saved["epoch"]) >= config.epochs:
         from .checkpoint import load_supernet
@@ -511,7 +560,7 @@ def run_supernet_training(
                 torch.set_num_threads(previous)
     job = functools.partial(
         _supernet_rank, space=space, data=data, config=config, checkpoint=str(checkpoint), seed=seed,
-        data_workers=data_workers, progress=progress,
+        data_workers=data_workers, progress=progress, subnet_parallel=subnet_parallel,
     )  # fmt: skip
     if threads is None and runtime.device.type == "cpu":
         threads = default_threads(train_workers)
@@ -554,6 +603,7 @@ def train_model(
 
     Returns the model (on ``runtime``'s device) in eval mode with its history."""
     config = config or TrainConfig()
+    check_subnet_parallel(ranks.subnet_parallel, ranks.world_size, None)
     if data.num_classes != spec.num_classes:
         raise ValueError(
             f"the data has {data.num_classes} classes but the architecture has {spec.num_classes}; "
@@ -686,6 +736,15 @@ def build_parser() -> OneLineParser:
         help="data-parallel training processes on this machine (one GPU each on CUDA)",
     )
     parser.add_argument(
+        "--subnet-parallel",
+        type=positive_int,
+        default=1,
+        metavar="G",
+        help="--space: groups of G training workers split each step's sub-networks and share a batch shard "
+        "(exact: every sub-network sees the whole batch; for steps of many small ops, e.g. small images on CPUs); "
+        "default 1: every worker trains all of them on its own shard",
+    )
+    parser.add_argument(
         "--threads",
         type=positive_int,
         default=None,
@@ -720,7 +779,10 @@ def _prepare(args: Any, ranks: Ranks | None) -> _Job:
             )
         runtime = rank_runtime(runtime, ranks)
     check_workers(args.train_workers, runtime)
-    workers = Ranks(0, ranks.world_size if ranks is not None else args.train_workers)
+    world = ranks.world_size if ranks is not None else args.train_workers
+    if args.space is None and args.subnet_parallel != 1:
+        raise ValueError("--subnet-parallel splits a supernet's sub-networks (--space); --arch trains with 1")
+    workers = Ranks(0, world)
     if args.space is not None:
         space = get_space(args.space)
         defaults = SupernetTrainConfig()
@@ -738,7 +800,8 @@ def _prepare(args: Any, ranks: Ranks | None) -> _Job:
         out = Path(args.out) if args.out else Path("runs") / f"supernet-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
-        steps_per_epoch(data, config.batch_size, workers)
+        check_subnet_parallel(args.subnet_parallel, world, 2 + config.num_random)
+        steps_per_epoch(data, config.batch_size, workers.split(args.subnet_parallel))
         check_resumable(out / "supernet.pt", supernet_identity(space, data, config, args.seed, runtime.precision))
         return _Job(args, runtime, data, out, space=space, config=config)
     spec = parse_arch(args.arch)
@@ -780,18 +843,19 @@ def _train_supernet(job: _Job, runtime: Runtime, ranks: Ranks | None) -> list[st
     checkpoint = job.out / "supernet.pt"
     result = run_supernet_training(
         job.space, job.data, job.config, checkpoint, seed=args.seed, runtime=runtime,
-        train_workers=args.train_workers if ranks is None else 1, threads=args.threads if ranks is None else None,
-        data_workers=args.data_workers, progress=not args.no_progress, ranks=ranks,
+        train_workers=args.train_workers if ranks is None else 1, subnet_parallel=args.subnet_parallel,
+        threads=args.threads if ranks is None else None, data_workers=args.data_workers,
+        progress=not args.no_progress, ranks=ranks,
     )  # fmt: skip
     if not main_process:
         return []
-    world = Ranks(0, ranks.world_size if ranks is not None else args.train_workers)
+    world = Ranks(0, ranks.world_size if ranks is not None else args.train_workers, 0, args.subnet_parallel)
     last = result.history[-1]
     atomic_write_json(
         job.out / "supernet.json",
         {"space": job.space.name, "data": job.data.name, "config": asdict(job.config), "seed": args.seed,
          "device": str(runtime.device), "precision": runtime.precision, "train_workers": world.world_size,
-         "history": result.history, "seconds": result.seconds},
+         "subnet_parallel": world.subnet_parallel, "history": result.history, "seconds": result.seconds},
     )  # fmt: skip
     done = "already trained" if result.seconds == 0 else f"trained in {result.seconds:.0f} s"
     return [

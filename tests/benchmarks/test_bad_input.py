@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ablations, streaming_memory, supernet_speed, train_throughput
+from benchmarks import ablations, data_parallel, streaming_memory, supernet_speed, train_throughput
 
 from ..cli_errors import one_line_error
 
@@ -59,6 +59,18 @@ CASES = [
         train_throughput.main,
         ["--train-data-workers", "-1"],
         "--train-data-workers: must be an integer >= 0, but got -1",
+    ),
+    (
+        "throughput sub-network groups over too few workers",
+        train_throughput.main,
+        ["--workers", "3", "--subnet-parallel", "2"],
+        "--subnet-parallel 2 needs a multiple of 2 training workers, but got 3",
+    ),
+    (
+        "data parallel more sub-network groups than sub-networks",
+        data_parallel.main,
+        ["--workers", "6", "--subnet-parallel", "6"],
+        "--subnet-parallel 6 is more than the 4 sub-networks a step trains; use at most 4",
     ),
 ]
 

@@ -35,6 +35,15 @@ def test_data_parallel_reports_speedup_accuracy_and_the_side_by_side_ceiling(spa
 
 
 @pytest.mark.slow
+def test_data_parallel_with_sub_network_groups(space_file, digits_npz, capsys):
+    argv = ["--space", space_file, "--data", digits_npz, "--epochs", "2", "--seeds", "1", "--subnet-parallel", "2"]
+    assert data_parallel.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sub-networks split over groups of 2" in out and "goal of 1.6x" in out
+    assert "ceiling: " not in out  # the side-by-side ceiling is data parallelism's
+
+
+@pytest.mark.slow
 def test_supernet_ranking_reports_kendall_tau(space_file, digits_npz, capsys):
     argv = ["--space", space_file, "--data", digits_npz, "--archs", "3", "--epochs", "1", "--supernet-epochs", "1"]
     assert supernet_ranking.main(argv) == 0

@@ -103,6 +103,8 @@ CASES = [
     ("zero training workers", lambda s, d, r, t: ["--train-workers", "0"], "--train-workers must be an integer >= 1"),
     ("negative data workers", lambda s, d, r, t: ["--data-workers", "-1"], "--data-workers must be an integer >= 0"),
     ("batch not divisible by the workers", lambda s, d, r, t: ["--train-workers", "3"], "does not split evenly over 3 training workers"),
+    ("sub-network groups without workers", lambda s, d, r, t: ["--subnet-parallel", "2"], "--subnet-parallel 2 needs a multiple of 2 training workers, but got 1"),
+    ("zero sub-network groups", lambda s, d, r, t: ["--subnet-parallel", "0"], "--subnet-parallel must be an integer >= 1"),
     ("resume with another precision", lambda s, d, r, t: ["--precision", "bf16", "--out", str(r)], "different precision"),
     ("storage not a URL", lambda s, d, r, t: ["--storage", "my-study"], "'my-study' is not a database URL"),
     ("storage unknown scheme", lambda s, d, r, t: ["--storage", "redis://127.0.0.1/0"], "unknown database scheme 'redis'"),
@@ -235,6 +237,11 @@ TRAIN_CASES = [
     ("unknown space", lambda s, d, t: ["--space", "nowhere"], "unknown search space 'nowhere'"),
     ("out is a file", lambda s, d, t: ["--out", write(t, "file.txt", "x")], "is a file, not a folder"),
     ("both space and arch", lambda s, d, t: ["--arch", "in16_c8_s2-head_c32_n10"], "not allowed with argument"),
+    ("sub-network groups without workers", lambda s, d, t: ["--subnet-parallel", "2"], "--subnet-parallel 2 needs a multiple of 2 training workers, but got 1"),
+    ("more sub-network groups than sub-networks", lambda s, d, t: ["--train-workers", "5", "--subnet-parallel", "5"], "more than the 4 sub-networks a step trains; use at most 4"),
+    ("workers not a multiple of the groups", lambda s, d, t: ["--train-workers", "3", "--subnet-parallel", "2"], "needs a multiple of 2 training workers, but got 3"),
+    ("sub-network groups for one network", lambda s, d, t: ["--arch", "in16_c8_s2-head_c32_n10", "--subnet-parallel", "2"], "--arch trains with 1"),
+    ("zero sub-network groups", lambda s, d, t: ["--subnet-parallel", "0"], "argument --subnet-parallel: must be an integer >= 1"),
 ]
 if not torch.cuda.is_available():
     TRAIN_CASES.append(("cuda without a GPU", lambda s, d, t: ["--device", "cuda:0"], "--device cuda:0: CUDA is not available"))

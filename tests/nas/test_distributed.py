@@ -13,7 +13,15 @@ import pytest
 import torch
 
 from nas.device import Runtime
-from nas.distributed import Ranks, WorkerError, all_reduce_gradients, average_buffers, launch_local, torchrun_context
+from nas.distributed import (
+    Ranks,
+    WorkerError,
+    all_reduce_gradients,
+    average_buffers,
+    check_subnet_parallel,
+    launch_local,
+    torchrun_context,
+)
 
 CPU = Runtime.create("cpu")
 
@@ -37,6 +45,20 @@ def _gradient_job(ranks: Ranks, runtime: Runtime, folder: str) -> None:
     Path(folder, f"rank{ranks.rank}.json").write_text(json.dumps(report))
 
 
+def _subnet_gradient_job(ranks: Ranks, runtime: Runtime, folder: str) -> None:
+    # Sub-network parallel: each rank trained other sub-networks, so each has other gradients.
+    ranks = ranks.split(2)
+    first = torch.nn.Parameter(torch.zeros(3))
+    second = torch.nn.Parameter(torch.zeros(2))
+    nobody = torch.nn.Parameter(torch.zeros(4))
+    first.grad = torch.full((3,), float(ranks.rank + 1))
+    if ranks.rank == 1:
+        second.grad = torch.tensor([1.0, 2.0])
+    all_reduce_gradients([first, second, nobody], ranks, bucket_bytes=12)  # one bucket per parameter
+    report = {"first": first.grad.tolist(), "second": second.grad.tolist(), "nobody": nobody.grad is None}
+    Path(folder, f"rank{ranks.rank}.json").write_text(json.dumps(report))
+
+
 def _failing_job(ranks: Ranks, runtime: Runtime) -> None:
     if ranks.rank == 1:
         raise ValueError("rank 1 found bad input; fix it")
@@ -49,6 +71,38 @@ def test_gradients_are_averaged_over_ranks_and_missing_ones_stay_missing(tmp_pat
     assert reports[0] == reports[1]
     assert reports[0]["weight"] == [[1.5] * 3] * 2 and reports[0]["bias"] == [0.0, 1.5]
     assert reports[0]["unused"] and reports[0]["mean"] == [0.5, 0.5]
+
+
+def test_sub_network_groups_sum_their_gradients_and_a_gradient_one_rank_lacks_arrives(tmp_path):
+    launch_local(functools.partial(_subnet_gradient_job, folder=str(tmp_path)), 2, CPU, threads=1)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports[0] == reports[1]
+    assert reports[0] == {"first": [3.0] * 3, "second": [1.0, 2.0], "nobody": True}
+
+
+def test_ranks_in_sub_network_groups():
+    ranks = Ranks(5, 8, 1).split(2)  # 4 shards of 2 ranks
+    assert (ranks.shards, ranks.shard, ranks.slot, ranks.group_leader) == (4, 2, 1, 4)
+    assert (Ranks(5, 8).shards, Ranks(5, 8).shard, Ranks(5, 8).slot) == (8, 5, 0)  # data parallel
+    whole = Ranks(1, 2).split(2)
+    assert (whole.shards, whole.shard, whole.slot, whole.group_leader) == (1, 0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    "groups, workers, subnets, message",
+    [
+        (0, 2, 4, "--subnet-parallel must be an integer >= 1, but got 0"),
+        (2, 3, 4, "--subnet-parallel 2 needs a multiple of 2 training workers, but got 3; use --train-workers 2 (or a multiple)"),
+        (2, 1, 4, "--subnet-parallel 2 needs a multiple of 2 training workers, but got 1; use --train-workers 2 (or a multiple)"),
+        (3, 3, 2, "--subnet-parallel 3 is more than the 2 sub-networks a step trains; use at most 2"),
+        (2, 2, None, "--subnet-parallel splits a supernet's sub-networks; a single network trains with 1"),
+    ],
+)
+def test_bad_sub_network_groups(groups, workers, subnets, message):
+    with pytest.raises(ValueError) as info:
+        check_subnet_parallel(groups, workers, subnets)
+    assert str(info.value) == message
+    check_subnet_parallel(1, workers, subnets)  # plain data parallel is always possible
 
 
 def test_a_rank_bad_input_is_one_line_in_the_launcher():
@@ -92,12 +146,14 @@ def _digest(module: torch.nn.Module) -> str:
 
 
 def _supernet_job(
-    ranks: Ranks, runtime: Runtime, *, space, data, config, checkpoint: str, folder: str, stop_after: int | None
-):
+    ranks: Ranks, runtime: Runtime, *, space, data, config, checkpoint: str | None, folder: str,
+    stop_after: int | None = None, subnet_parallel: int = 1,
+):  # fmt: skip
     from nas.train import train_supernet
 
     result = train_supernet(
-        space, data, config, checkpoint_path=checkpoint, progress=False, seed=0, runtime=runtime, ranks=ranks,
+        space, data, config, checkpoint_path=checkpoint, progress=False, seed=0, runtime=runtime,
+        ranks=ranks.split(subnet_parallel),
         on_epoch=(lambda record: record["epoch"] >= stop_after) if stop_after else None,
     )  # fmt: skip
     Path(folder, f"rank{ranks.rank}.txt").write_text(_digest(result.supernet))
@@ -160,3 +216,63 @@ def test_two_ranks_training_a_network_end_identical_batch_norm_statistics_includ
     assert [h["epoch"] for h in history] == [1]
     digests = {(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)}
     assert len(digests) == 1, "the ranks ended with different weights or batch-norm statistics"
+
+
+# ---- sub-network parallel supernet training -------------------------------------------------------------
+def _parameters(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def _trained_by_ranks(workers: int, subnet_parallel: int, space, data, config, folder: Path) -> tuple[list, dict]:
+    folder.mkdir()
+    job = functools.partial(
+        _supernet_job, space=space, data=data, config=config, checkpoint=str(folder / "supernet.pt"),
+        folder=str(folder), subnet_parallel=subnet_parallel,
+    )  # fmt: skip
+    history = launch_local(job, workers, CPU, threads=1)
+    digests = {(folder / f"rank{r}.txt").read_text() for r in range(workers)}
+    assert len(digests) == 1, "the ranks ended with different weights or batch-norm statistics"
+    from nas.checkpoint import load_supernet
+
+    return history, _parameters(load_supernet(folder / "supernet.pt", space))
+
+
+def _assert_same_training(a: tuple[list, dict], b: tuple[list, dict]) -> None:
+    (history_a, weights_a), (history_b, weights_b) = a, b
+    assert history_a[0]["loss"] == pytest.approx(history_b[0]["loss"], rel=1e-6)
+    assert history_a[0]["train_accuracy"] == history_b[0]["train_accuracy"]
+    for name, weight in weights_a.items():
+        torch.testing.assert_close(weight, weights_b[name], rtol=1e-4, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.slow
+def test_sub_network_parallel_ranks_train_what_one_process_trains(tiny_space, digits_npz, tmp_path):
+    """Two ranks that split each step's sub-networks (the teacher on one, the rest on the other,
+    soft labels sent across) end with one process's weights, up to float rounding (a few steps:
+    rounding differences grow over many), while data parallel over the same ranks does not
+    (batch norm sees half the batch)."""
+    from nas.data import load_data
+    from nas.train import SupernetTrainConfig, train_supernet
+
+    data = load_data(digits_npz, resolution=16, seed=0).subset("train", 128, torch.Generator().manual_seed(0))
+    config = SupernetTrainConfig(epochs=1, batch_size=32, num_random=2, warmup_epochs=0.5)
+    torch.set_num_threads(1)
+    single = train_supernet(tiny_space, data, config, progress=False, seed=0)
+    one_process = (single.history, _parameters(single.supernet))
+    split = _trained_by_ranks(2, 2, tiny_space, data, config, tmp_path / "split")
+    _assert_same_training(split, one_process)
+    _, data_parallel = _trained_by_ranks(2, 1, tiny_space, data, config, tmp_path / "data")
+    assert any(not torch.allclose(w, one_process[1][n], rtol=1e-3, atol=1e-3) for n, w in data_parallel.items())
+
+
+@pytest.mark.slow
+def test_four_ranks_in_two_sub_network_groups_train_what_two_data_parallel_ranks_train(tiny_space, digits_npz, tmp_path):
+    """Groups of 2 over 4 ranks: each group reads one of 2 shards, so the result is 2 data-parallel
+    ranks' (same batch-norm batches), up to float rounding."""
+    from nas.data import load_data
+    from nas.train import SupernetTrainConfig
+
+    data = load_data(digits_npz, resolution=16, seed=0).subset("train", 128, torch.Generator().manual_seed(0))
+    config = SupernetTrainConfig(epochs=1, batch_size=32, num_random=1, warmup_epochs=0.5)
+    grouped = _trained_by_ranks(4, 2, tiny_space, data, config, tmp_path / "grouped")
+    _assert_same_training(grouped, _trained_by_ranks(2, 1, tiny_space, data, config, tmp_path / "data"))

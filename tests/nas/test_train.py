@@ -275,3 +275,23 @@ def test_train_cli_supernet_mode_writes_a_checkpoint_search_accepts(tiny_space, 
     assert seed == 0 and torch.equal(reused.stem.conv.weight, supernet.stem.conv.weight)
     assert train_main(argv) == 0
     assert "already trained" in capsys.readouterr().out
+
+
+def test_sandwich_share_puts_the_teacher_first_and_every_sub_network_on_one_rank(tiny_space):
+    import numpy as np
+
+    from hw_models.analytic import count_madds
+    from nas.train import sandwich, sandwich_share
+
+    specs = sandwich(tiny_space, np.random.default_rng([0, 3]), 3)
+    assert sandwich_share(specs, 1, 0) == [0, 1, 2, 3, 4]
+    for parts in (2, 3, 5):
+        shares = [sandwich_share(specs, parts, p) for p in range(parts)]
+        assert shares[0][0] == 0, "the teacher trains on the group's first rank"
+        assert sorted(i for share in shares for i in share) == list(range(len(specs)))
+        assert all(shares), "every rank has a sub-network to train"
+    halves = [sandwich_share(specs, 2, p) for p in (0, 1)]
+    loads = [sum(count_madds(specs[i]) for i in share) for share in halves]
+    # longest-first to the least loaded: no single move of a sub-network evens the loads out more
+    for i in halves[0][1:]:
+        assert abs(loads[0] - loads[1]) <= abs(loads[0] - loads[1] - 2 * count_madds(specs[i]))
