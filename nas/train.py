@@ -309,6 +309,8 @@ def sandwich_share(specs: list[ArchSpec], parts: int, part: int) -> list[int]:
     """The indices of ``specs`` that rank ``part`` of a group of ``parts`` trains: longest first,
     each to the least loaded rank (MAdds at the spec's resolution as the load), so the teacher,
     ``specs[0]``, goes to part 0. The same on every rank, and in ``specs`` order."""
+    if parts == 1:
+        return list(range(len(specs)))
     from hw_models.analytic import count_madds
 
     loads = [0] * parts
@@ -421,13 +423,14 @@ def train_supernet(
 
     def train_step(x: Tensor, y: Tensor, step: int, scaler: torch.amp.GradScaler) -> tuple[Tensor, Tensor] | None:
         specs = sandwich(space, np.random.default_rng([seed, step]), config.num_random)
-        mine = sandwich_share(specs, ranks.subnet_parallel, ranks.slot) if ranks.subnet_parallel > 1 else None
-        if mine is not None and mine[0] != 0:
+        mine = sandwich_share(specs, ranks.subnet_parallel, ranks.slot)
+        send_soft_labels = config.distill and ranks.subnet_parallel > 1
+        if mine[0] != 0:
             # Not the teacher's rank: forward all of this rank's sub-networks while the teacher
             # runs its own, then take its soft labels and backpropagate them together.
             outputs = [forward(x, specs[i]) for i in mine]
             teacher = None
-            if config.distill:
+            if send_soft_labels:
                 teacher = torch.empty_like(outputs[0])
                 torch.distributed.broadcast(teacher, ranks.group_leader, group=group)
             scaler.scale(sum(student_loss(logits, y, teacher) for logits in outputs)).backward()
@@ -436,11 +439,11 @@ def train_supernet(
         loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
         correct = (logits.argmax(1) == y).sum()
         teacher = F.softmax(logits.detach(), dim=1) if config.distill else None
-        if mine is not None and config.distill:
+        if send_soft_labels:
             torch.distributed.broadcast(teacher, ranks.group_leader, group=group)
         scaler.scale(loss).backward()
-        for spec in (specs[i] for i in mine[1:]) if mine is not None else specs[1:]:
-            scaler.scale(student_loss(forward(x, spec), y, teacher)).backward()
+        for i in mine[1:]:
+            scaler.scale(student_loss(forward(x, specs[i]), y, teacher)).backward()
         return loss.detach(), correct
 
     def end_of_epoch(epoch: int, state: dict[str, Any], history: list[dict[str, float]]) -> dict[str, float]:
