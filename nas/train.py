@@ -313,11 +313,12 @@ def sandwich_share(specs: list[ArchSpec], parts: int, part: int) -> list[int]:
         return list(range(len(specs)))
     from hw_models.analytic import count_madds
 
+    madds = [count_madds(spec) for spec in specs]
     loads = [0] * parts
     owner = [0] * len(specs)
-    for i in sorted(range(len(specs)), key=lambda i: (i != 0, -count_madds(specs[i]), i)):
+    for i in sorted(range(len(specs)), key=lambda i: (i != 0, -madds[i], i)):
         owner[i] = min(range(parts), key=lambda p: (loads[p], p))
-        loads[owner[i]] += count_madds(specs[i])
+        loads[owner[i]] += madds[i]
     return [i for i in range(len(specs)) if owner[i] == part]
 
 
@@ -783,8 +784,8 @@ def _prepare(args: Any, ranks: Ranks | None) -> _Job:
         runtime = rank_runtime(runtime, ranks)
     check_workers(args.train_workers, runtime)
     world = ranks.world_size if ranks is not None else args.train_workers
-    if args.space is None and args.subnet_parallel != 1:
-        raise ValueError("--subnet-parallel splits a supernet's sub-networks (--space); --arch trains with 1")
+    if args.space is None:
+        check_subnet_parallel(args.subnet_parallel, world, None)
     workers = Ranks(0, world)
     if args.space is not None:
         space = get_space(args.space)

@@ -240,7 +240,7 @@ TRAIN_CASES = [
     ("sub-network groups without workers", lambda s, d, t: ["--subnet-parallel", "2"], "--subnet-parallel 2 needs a multiple of 2 training workers, but got 1"),
     ("more sub-network groups than sub-networks", lambda s, d, t: ["--train-workers", "5", "--subnet-parallel", "5"], "more than the 4 sub-networks a step trains; use at most 4"),
     ("workers not a multiple of the groups", lambda s, d, t: ["--train-workers", "3", "--subnet-parallel", "2"], "needs a multiple of 2 training workers, but got 3"),
-    ("sub-network groups for one network", lambda s, d, t: ["--arch", "in16_c8_s2-head_c32_n10", "--subnet-parallel", "2"], "--arch trains with 1"),
+    ("sub-network groups for one network", lambda s, d, t: ["--arch", "in16_c8_s2-head_c32_n10", "--subnet-parallel", "2"], "a single network trains with 1"),
     ("zero sub-network groups", lambda s, d, t: ["--subnet-parallel", "0"], "argument --subnet-parallel: must be an integer >= 1"),
 ]
 if not torch.cuda.is_available():
