@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = Runtime.create(args.device)
         check_workers(args.workers, runtime)
-        check_subnet_parallel(args.subnet_parallel, args.workers, 2 + SupernetTrainConfig().num_random)
+        check_subnet_parallel(args.subnet_parallel, args.workers, SupernetTrainConfig().subnets_per_step)
         space = get_space(args.space)
         datasets = {seed: load_data(args.data, resolution=max(space.resolutions), seed=seed) for seed in range(args.seeds)}
     except ValueError as e:

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runtime = Runtime.create(args.device)
         check_workers(args.workers, runtime)
-        check_subnet_parallel(args.subnet_parallel, args.workers, 2 + SupernetTrainConfig().num_random)
+        check_subnet_parallel(args.subnet_parallel, args.workers, SupernetTrainConfig().subnets_per_step)
         precisions = args.precisions.split(",") if args.precisions else default_precisions(runtime)
         runtimes = {p: Runtime.create(args.device, p) for p in precisions}
         loader_workers = [w.strip() for w in args.data_workers.split(",")]

@@ -536,7 +536,7 @@ def check_training(config: SearchConfig, space: SearchSpace, data: Any, runtime:
     from .train import check_resumable, steps_per_epoch, supernet_identity
 
     train_config = supernet_train_config(config)
-    check_subnet_parallel(config.subnet_parallel, config.train_workers, 2 + train_config.num_random)
+    check_subnet_parallel(config.subnet_parallel, config.train_workers, train_config.subnets_per_step)
     steps_per_epoch(data, train_config.batch_size, Ranks(0, config.train_workers, 0, config.subnet_parallel))
     if config.out:
         check_resumable(

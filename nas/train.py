@@ -101,6 +101,11 @@ class SupernetTrainConfig(TrainConfig):
         if isinstance(self.num_random, bool) or not isinstance(self.num_random, int) or self.num_random < 0:
             raise ValueError(f"num_random must be an integer >= 0, but got {self.num_random!r}")
 
+    @property
+    def subnets_per_step(self) -> int:
+        """How many sub-networks a step trains: the largest, the smallest and the random ones."""
+        return 2 + self.num_random
+
 
 @dataclass
 class TrainResult:
@@ -301,7 +306,8 @@ def _scaler_state(scaler: torch.amp.GradScaler) -> dict[str, Any]:
 
 # ---- supernet ------------------------------------------------------------------------------------
 def sandwich(space: SearchSpace, rng: np.random.Generator, num_random: int) -> list[ArchSpec]:
-    """The sub-networks one step trains: largest first (the teacher), smallest, then random."""
+    """The sub-networks one step trains (``SupernetTrainConfig.subnets_per_step`` of them): largest
+    first (the teacher), smallest, then random."""
     return [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(num_random))]
 
 
@@ -388,7 +394,7 @@ def train_supernet(
             "use a space whose num_classes matches the data"
         )
     identity = supernet_identity(space, data, config, seed, runtime.precision)
-    check_subnet_parallel(ranks.subnet_parallel, ranks.world_size, 2 + config.num_random)
+    check_subnet_parallel(ranks.subnet_parallel, ranks.world_size, config.subnets_per_step)
     steps_per_epoch(data, config.batch_size, ranks)  # fail before anything else
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -536,7 +542,7 @@ def run_supernet_training(
     written."""
     check_workers(train_workers, runtime)
     workers = ranks.world_size if ranks is not None else train_workers
-    check_subnet_parallel(subnet_parallel, workers, 2 + config.num_random)
+    check_subnet_parallel(subnet_parallel, workers, config.subnets_per_step)
     if ranks is not None and ranks.active:
         return train_supernet(
             space, data, config, checkpoint_path=checkpoint, progress=progress, seed=seed, runtime=runtime,
@@ -804,7 +810,7 @@ def _prepare(args: Any, ranks: Ranks | None) -> _Job:
         out = Path(args.out) if args.out else Path("runs") / f"supernet-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out.exists() and not out.is_dir():
             raise ValueError(f"--out {out} is a file, not a folder")
-        check_subnet_parallel(args.subnet_parallel, world, 2 + config.num_random)
+        check_subnet_parallel(args.subnet_parallel, world, config.subnets_per_step)
         steps_per_epoch(data, config.batch_size, workers.split(args.subnet_parallel))
         check_resumable(out / "supernet.pt", supernet_identity(space, data, config, args.seed, runtime.precision))
         return _Job(args, runtime, data, out, space=space, config=config)
